@@ -1,0 +1,72 @@
+# usersim: every stage is a make target; stages chain by paths under runs/$(PROFILE)/.
+#   make all              data -> train -> eval -> report on the embedded default (chitchat, Gemma-3-270M base)
+#   make all PROFILE=smoke  the same with a tiny random-initialised model (about a minute)
+#   make test             the test suite (what CI runs)
+PROFILE ?= default
+RUNS := runs/$(PROFILE)
+VENV := .venv
+PY := $(VENV)/bin/python
+USERSIM := $(VENV)/bin/usersim
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+ifeq ($(PROFILE),smoke)
+DATA_CONFIG ?= configs/data/smoke.yaml
+TRAIN_CONFIG ?= configs/train/smoke.yaml
+EVAL_CONFIG ?= configs/eval/smoke.yaml
+else
+DATA_CONFIG ?= configs/data/chitchat.yaml
+TRAIN_CONFIG ?= configs/train/gemma-270m.yaml
+EVAL_CONFIG ?= configs/eval/default.yaml
+endif
+ACCELERATE_CONFIG ?= configs/accelerate/single.yaml
+REPO_ID ?= your-org/usersim-$(PROFILE)
+
+.PHONY: setup all data train eval report publish chat show test bench clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: a looser requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+all: report
+	@$(PY) -m eval.summary $(RUNS)
+
+data: $(STAMP)
+	$(USERSIM) data --config $(DATA_CONFIG) --output_dir $(RUNS)/data
+
+train: data
+	$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) -m train.main \
+		--config $(TRAIN_CONFIG) --output_dir $(RUNS)/train data_dir=$(RUNS)/data
+
+eval: train
+	$(USERSIM) eval --config $(EVAL_CONFIG) --output_dir $(RUNS)/eval \
+		data_dir=$(RUNS)/data run_dir=$(RUNS)/train
+
+report: eval
+	$(USERSIM) report $(RUNS)/eval
+
+publish: $(STAMP)
+	$(USERSIM) publish $(RUNS)/eval --repo-id $(REPO_ID)
+
+chat: $(STAMP)
+	$(USERSIM) chat $(RUNS)/train
+
+show: $(STAMP)
+	$(USERSIM) show $(RUNS)/data --record 0
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(MAKE) -C bench all PY=$(abspath $(PY))
+
+clean:
+	rm -rf runs

@@ -1,0 +1,54 @@
+"""``usersim <subcommand>``: one dispatcher, each subcommand a thin ``cli(argv)`` in its stage.
+
+This is the only module that imports every stage; the stages never import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, function, one-line help). Modules are imported only when used.
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "data": ("data_prep.main", "cli", "corpora -> validated, user-split, role-reversed dataset"),
+    "show": ("data_prep.show", "cli", "print a dataset record with its supervised spans highlighted"),
+    "train": ("train.main", "cli", "LoRA fine-tune a base LM into a user simulator"),
+    "eval": ("eval.main", "cli", "fidelity of a trained simulator against held-out humans"),
+    "discriminate": ("eval.discriminate_cli", "cli", "score any candidate user turns against real ones"),
+    "report": ("eval.report", "cli", "render report.html / report.md from an eval run"),
+    "publish": ("usersim.publish", "cli", "write (and optionally push) the Hub folder with a model card"),
+    "chat": ("usersim.chat", "cli", "talk to a simulator: you play the assistant"),
+}
+
+
+def _available() -> dict[str, tuple[str, str, str]]:
+    out = {}
+    for name, spec in SUBCOMMANDS.items():
+        if importlib.util.find_spec(spec[0]) is not None:
+            out[name] = spec
+    return out
+
+
+def _usage(available: dict[str, tuple[str, str, str]]) -> str:
+    width = max(len(n) for n in available)
+    lines = ["usage: usersim <subcommand> [args...]", "", "subcommands:"]
+    lines += [f"  {n.ljust(width)}  {h}" for n, (_, _, h) in available.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    available = _available()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(available))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in available:
+        print(f"usersim: unknown subcommand {name!r}\n\n{_usage(available)}", file=sys.stderr)
+        return 2
+    module, func, _ = available[name]
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
