@@ -62,9 +62,11 @@ class Conversation:
     turns: list[Turn]
     metadata: dict[str, Any] = field(default_factory=dict)
     location: str = ""
-    # Conversations that share a group (e.g. the two participant views of one human-human chat)
-    # must land in the same side of the user split; see split_by_user.
+    # The chat this view comes from (the two participant views of one human-human chat share it).
     group_id: str = ""
+    # Other *humans* whose words appear here as context (the partner in a human-human chat).
+    # split_by_user drops a training conversation whose other_user_ids include a held-out user.
+    other_user_ids: list[str] = field(default_factory=list)
 
     def user_turns(self) -> list[str]:
         return [t.text for t in self.turns if t.role == USER]
@@ -85,6 +87,7 @@ class Conversation:
             metadata=json.loads(meta) if isinstance(meta, str) else dict(meta),
             location=row.get("location", ""),
             group_id=row.get("group_id", ""),
+            other_user_ids=list(row.get("other_user_ids") or []),
         )
 
 
