@@ -1,0 +1,86 @@
+"""WildChat and LMSYS-Chat-1M: rows with ``conversation: [{role, content, ...}]``.
+
+Read from parquet (batch by batch), JSONL / JSON array, or ``hf:allenai/WildChat-1M``-style hub
+ids (streamed, online only). Registered as ``wildchat`` and ``lmsys``.
+
+Mapping:
+
+- roles ``user``/``human`` -> user, ``assistant``/``gpt``/``chatbot`` -> assistant, ``system``
+  -> not a turn (text in ``metadata["system"]``); anything else -> ``unknown_role``;
+- ``user_id``: WildChat's ``hashed_ip`` when present (a hashed IP: the best user id the corpus
+  has); else a ``user_id`` column; else ``stable_hash`` of the conversation id (one user per
+  conversation: LMSYS has no user ids);
+- ``id`` = ``{source}:{conversation_hash | conversation_id | stable_hash(location)}``;
+- metadata (only JSON-serialisable values, missing ones left out): ``country``, ``state``,
+  ``language``, ``model``, ``toxic`` (bool; the pipeline drops it when ``filters.drop_toxic``),
+  ``redacted``, ``timestamp`` (ISO text), ``turn`` (the corpus' turn count).
+
+Bad rows: not an object, no ``conversation`` list, a turn without role/content, non-string
+content (an OpenAI-style list of text parts is joined instead) -> one Quarantined each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from data_prep.adapters.paths import check_options, source_name
+from data_prep.adapters.record_checks import (BadRecord, content_text, metadata_value, optional_str,
+                                              quarantine_raw, require_encodable, require_field,
+                                              require_list, require_object, text_hash)
+from data_prep.adapters.table_rows import source_rows
+from data_prep.config import SourceConfig
+from data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
+
+OPTIONS: tuple[str, ...] = ()
+USER_ROLES = frozenset({"user", "human"})
+ASSISTANT_ROLES = frozenset({"assistant", "gpt", "chatbot"})
+SYSTEM_ROLES = frozenset({"system"})
+METADATA_FIELDS = ("country", "state", "language", "model", "toxic", "redacted", "timestamp", "turn")
+ID_FIELDS = ("conversation_hash", "conversation_id")
+
+
+def wildchat_conversation(row: Any, source: str, location: str) -> Conversation:
+    """Map one WildChat/LMSYS row (pure; raises BadRecord)."""
+    row = require_object(row, "row")
+    turns: list[Turn] = []
+    system: list[str] = []
+    for i, msg in enumerate(require_list(row, "conversation", "row")):
+        where = f"conversation[{i}]"
+        msg = require_object(msg, where)
+        role = require_field(msg, "role", where)
+        text = content_text(require_field(msg, "content", where), where)
+        role_key = role.strip().lower() if isinstance(role, str) else role
+        if role_key in USER_ROLES:
+            turns.append(Turn(USER, text))
+        elif role_key in ASSISTANT_ROLES:
+            turns.append(Turn(ASSISTANT, text))
+        elif role_key in SYSTEM_ROLES:
+            system.append(text)
+        else:
+            raise BadRecord(Reason.UNKNOWN_ROLE, f"{where}: unknown role {role!r}")
+    native = next((str(row[k]) for k in ID_FIELDS if row.get(k) not in (None, "")), None)
+    native = native or text_hash(location)
+    user_id = optional_str(row.get("hashed_ip")) or optional_str(row.get("user_id"))
+    user_id = user_id or text_hash(source, "conversation", native)
+    metadata = {k: metadata_value(row[k]) for k in METADATA_FIELDS if row.get(k) is not None}
+    if system:
+        metadata["system"] = "\n\n".join(system)
+    return require_encodable(Conversation(id=f"{source}:{native}", source=source, user_id=user_id,
+                                          turns=turns, metadata=metadata, location=location))
+
+
+def read_wildchat(source: SourceConfig) -> Iterator[AdapterItem]:
+    """Items of a WildChat/LMSYS source (checks path/options now; reads lazily)."""
+    check_options(source, OPTIONS)
+    return _read(source_rows(source), source_name(source))
+
+
+def _read(rows, name: str) -> Iterator[AdapterItem]:
+    for location, rec in rows:
+        if not rec.ok:
+            yield quarantine_raw(name, location, rec)
+            continue
+        try:
+            yield wildchat_conversation(rec.value, name, location)
+        except BadRecord as e:
+            yield Quarantined(name, e.reason, location, e.detail, rec.value)
