@@ -1,0 +1,132 @@
+"""PII scrubbing: emails, phone numbers, IP addresses and credential-bearing URLs -> placeholders.
+
+Each kind is one regular expression plus (where a pattern alone over-matches) a small check, and
+is replaced by a fixed placeholder (``<EMAIL>``, ``<PHONE>``, ``<IP>``, ``<CREDENTIAL_URL>``).
+The patterns are deliberately conservative so ordinary numbers survive: dates (2023-01-15,
+12/05/2024), times (12:30), versions (v1.2.3, 3.10.12), prices and counts (1,000,000), ranges and
+plain long numbers (1234567890 with no separators) are *not* phone numbers or IPs. Addresses that
+identify no one (loopback 127.0.0.1, private 10.x/192.168.x/172.16-31.x, link-local, netmasks and
+other reserved ranges, documentation ranges) are left as they are: they are everywhere in technical
+chats and carry no personal information.
+
+Order matters: credential URLs first (``user:pass@host`` would otherwise look like an email), then
+emails, IPs, phones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+from typing import Iterable
+
+PLACEHOLDERS = {
+    "credential_url": "<CREDENTIAL_URL>",
+    "email": "<EMAIL>",
+    "ip": "<IP>",
+    "phone": "<PHONE>",
+}
+PII_KINDS = tuple(PLACEHOLDERS)
+
+# Any URL-ish token: scheme://... up to whitespace or a closing bracket/quote.
+_URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s<>"'\])]+""")
+# user:password@host inside a URL's authority part.
+_URL_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]+:[^\s/@]+@")
+# Query/fragment parameters that carry a secret.
+_SECRET_PARAM = re.compile(
+    r"[?&#](?:token|access_token|refresh_token|id_token|api_key|apikey|api-key|key|secret|"
+    r"client_secret|password|passwd|pwd|auth|sig|signature)=[^&\s#]+",
+    re.IGNORECASE,
+)
+
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# Not preceded by a word char, dot or "v" (versions), not followed by ".digit" (a longer dotted
+# number is a version, not an address).
+_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
+# Full 8-group IPv6, or compressed with '::' and at least 3 groups; groups must hold hex only and
+# the address must contain a digit (so C++ ``std::vector`` or ``a::b`` are left alone).
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
+    r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}:){0,5}[0-9a-fA-F]{1,4})(?![\w:])"
+)
+
+# Phones: (1) international "+CC ..." with 7-14 more digits in groups; (2) "(555) 123-4567";
+# (3) "555-123-4567" / "555.123.4567" (same separator twice, 3-3-4 digits).
+_PHONE = re.compile(
+    r"(?<![\w+])(?:"
+    r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"
+    r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}"
+    r"|\d{3}([-.])\d{3}\1\d{4}"
+    r")(?![\w.-]?\d)"
+)
+
+
+def _digits(s: str) -> int:
+    return sum(c.isdigit() for c in s)
+
+
+def _is_ipv6(s: str) -> bool:
+    groups = [g for g in s.split(":") if g]
+    return any(c.isdigit() for c in s) and (s.count(":") == 7 or len(groups) >= 3)
+
+
+def identifies_a_host(address: str) -> bool:
+    """True for a public (globally routable) address; False for loopback/private/reserved/invalid."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified)
+
+
+def scrub_text(text: str, counts: Counter | None = None) -> str:
+    """``text`` with PII replaced by placeholders; ``counts[kind]`` is incremented per replacement."""
+    counts = counts if counts is not None else Counter()
+
+    def url(m: re.Match) -> str:
+        u = m.group(0)
+        if _URL_USERINFO.match(u) or _SECRET_PARAM.search(u):
+            counts["credential_url"] += 1
+            return PLACEHOLDERS["credential_url"]
+        return u
+
+    def simple(kind: str):
+        def repl(m: re.Match) -> str:
+            counts[kind] += 1
+            return PLACEHOLDERS[kind]
+        return repl
+
+    def ipv4(m: re.Match) -> str:
+        if not identifies_a_host(m.group(0)):
+            return m.group(0)
+        counts["ip"] += 1
+        return PLACEHOLDERS["ip"]
+
+    def ipv6(m: re.Match) -> str:
+        if not (_is_ipv6(m.group(0)) and identifies_a_host(m.group(0))):
+            return m.group(0)
+        counts["ip"] += 1
+        return PLACEHOLDERS["ip"]
+
+    def phone(m: re.Match) -> str:
+        s = m.group(0)
+        n = _digits(s)
+        if s.startswith("+") and not 8 <= n <= 15:
+            return s
+        counts["phone"] += 1
+        return PLACEHOLDERS["phone"]
+
+    text = _URL.sub(url, text)
+    text = _EMAIL.sub(simple("email"), text)
+    text = _IPV4.sub(ipv4, text)
+    text = _IPV6.sub(ipv6, text)
+    text = _PHONE.sub(phone, text)
+    return text
+
+
+def scrub_texts(texts: Iterable[str], counts: Counter | None = None) -> list[str]:
+    counts = counts if counts is not None else Counter()
+    return [scrub_text(t, counts) for t in texts]

@@ -1,0 +1,77 @@
+from data_prep.conditioning import (build_condition, casing_bucket, clip, emoji_bucket, goal_from_conversation,
+                                    knowledge_asks, knowledge_discloses, length_bucket, persona_from_history,
+                                    persona_from_metadata, punctuation_bucket, rank_typical_openers, typo_bucket)
+from data_prep.config import ConditioningConfig
+from data_prep.schema import Conversation, Turn
+
+
+def conv(*turns, metadata=None):
+    return Conversation(id="c", source="s", user_id="u", turns=[Turn(r, t) for r, t in turns], metadata=metadata or {})
+
+
+def test_clip():
+    assert clip("a  b\nc", 10) == "a b c"
+    assert clip("abcdefghij", 5) == "abcd…" and len(clip("x" * 50, 8)) == 8
+
+
+def test_goal_prefers_corpus_prompt_then_first_user_turn():
+    c = conv(("assistant", "hi"), ("user", "I need help with my taxes please"), ("user", "later"))
+    assert goal_from_conversation(c, 100) == "I need help with my taxes please"
+    assert goal_from_conversation(c, 10) == "I need he…"
+    c.metadata = {"prompt": " talk about  pets "}
+    assert goal_from_conversation(c, 100) == "talk about pets"
+
+
+def test_knowledge_discloses_and_asks():
+    users = ["hey. I have two dogs and a cat! what do you have?", "my sister lives in Ohio. Im a nurse",
+             "why?", "Do you like hiking? I live near the Alps."]
+    assert knowledge_discloses(users, 10, 100) == ["I have two dogs and a cat!", "my sister lives in Ohio.",
+                                                   "Im a nurse", "I live near the Alps."]
+    assert knowledge_asks(users, 10, 100) == ["what do you have?", "Do you like hiking?"]
+    assert knowledge_discloses(users, 2, 100) == ["I have two dogs and a cat!", "my sister lives in Ohio."]
+    assert knowledge_discloses(["do I have to?", "The weather is nice"], 5, 100) == []
+
+
+def test_style_buckets():
+    assert length_bucket(["hi", "ok cool"]) == "short"
+    assert length_bucket([" ".join(["w"] * 15)]) == "medium"
+    assert length_bucket([" ".join(["w"] * 40)]) == "long"
+    assert casing_bucket(["hey there", "ok", "sure thing"]) == "lower"
+    assert casing_bucket(["Hello there.", "Yes, I do.", "Great"]) == "proper"
+    assert casing_bucket(["hello", "Yes", "what", "Fine"]) == "mixed"
+    assert punctuation_bucket(["hi there", "ok"]) == "none"
+    assert punctuation_bucket(["well I think that this is a good idea overall."]) == "light"
+    assert punctuation_bucket(["what?!", "no way!!!"]) == "heavy"
+    assert punctuation_bucket(["i don't know"]) == "none"  # apostrophes are spelling, not punctuation
+    assert emoji_bucket(["great 😀"]) == emoji_bucket(["nice :)"]) == "some"
+    assert emoji_bucket(["at 10:30 (approx)", "see: this"]) == "none"
+    assert typo_bucket(["I do not know what you mean by that at all really"]) == "none"
+    assert typo_bucket(["im not sure what you mean by that question but I will try to answer it well today "
+                        "and also tomorrow if there is time left"]) == "some"
+    assert typo_bucket(["u dont know", "im ok"]) == "many"
+
+
+def test_persona_metadata_and_history_excludes_current_conversation():
+    assert persona_from_metadata({"country": "US", "language": "en", "ratings": [1], "x": "y"}) == \
+        "country: US; language: en"
+    ranked = rank_typical_openers([("c1", "hey how are you"), ("c2", "hey how are you doing"), ("c3", "sup")])
+    assert ranked[-1][0] == "c3"
+    p = persona_from_history(ranked, "c1", 2)
+    assert "hey how are you doing" in p and '"hey how are you"' not in p and p.startswith("typical openers:")
+    assert persona_from_history([("c1", "only me")], "c1", 3) == ""
+
+
+def test_build_condition_respects_switches():
+    c = conv(("user", "hi! I have a dog. do you?"), ("assistant", "yes"), metadata={"country": "UK"})
+    full = build_condition(c, ConditioningConfig(), persona_history='typical openers: "yo"')
+    assert full.persona == 'country: UK; typical openers: "yo"'
+    assert full.goal == "hi! I have a dog. do you?"
+    assert full.knowledge_discloses == ["I have a dog."] and full.knowledge_asks == ["do you?"]
+    assert set(full.style) == {"length", "casing", "punctuation", "emoji", "typos"}
+    off = build_condition(c, ConditioningConfig(persona=False, goal=False, knowledge=False, style=False))
+    assert (off.persona, off.goal, off.knowledge_discloses, off.knowledge_asks, off.style) == ("", "", [], [], {})
+
+
+def test_persona_history_skips_openers_differing_only_in_case_or_punctuation():
+    ranked = [("a", "Hello"), ("b", "hello?"), ("c", "Hey there"), ("d", "yo")]
+    assert persona_from_history(ranked, "x", 2) == 'typical openers: "Hello" | "Hey there"'
