@@ -38,13 +38,20 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrai
 
 
 def build_tiny_model(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, max_position_embeddings: int = 2048, seed: int = 0) -> LlamaForCausalLM:
-    """A 2-layer Llama with random weights sized to the tokenizer."""
+                     num_heads: int = 4, max_position_embeddings: int = 2048, seed: int = 0,
+                     initializer_range: float = 0.02) -> LlamaForCausalLM:
+    """A 2-layer Llama with random weights sized to the tokenizer.
+
+    ``initializer_range`` is the std of the random weights. With the default 0.02 the tied
+    embedding/LM head is so small that the logits stay near uniform whatever LoRA does (the head
+    and final norm are frozen), so a LoRA smoke run barely learns; train/ uses a larger value.
+    """
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

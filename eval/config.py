@@ -1,0 +1,61 @@
+"""``EvalConfig``: every key of the eval stage, with its default and meaning.
+
+YAML files under ``configs/eval/`` set these; ``usersim eval --config F key=value`` overrides them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EvalConfig:
+    """Eval stage: fidelity of a trained user simulator against held-out humans."""
+
+    output_dir: str = "runs/default/eval"  # the eval run directory (metrics.json, samples.jsonl, plots.json)
+    data_dir: str = "runs/default/data"  # a `usersim data` run directory (reads <data_dir>/dataset)
+    run_dir: str = "runs/default/train"  # a `usersim train` run directory (adapter + base_model.json)
+    base_model: str = ""  # override the base checkpoint path of the train run ("" = from base_model.json)
+    split: str = "test"  # held-out split: conversation records <split>, per-turn items <split>_turns
+    seed: int = 0  # the one seed; every sampling, split and bootstrap derives from it
+
+    # Simulation
+    max_items: int = 120  # per-turn items to simulate, sampled conversation by conversation (0 = all)
+    max_items_per_conversation: int = 4  # random items kept per sampled conversation (0 = all): more users
+    max_new_tokens: int = 40  # generation budget per simulated turn
+    batch_size: int = 16  # generation batch size
+    do_sample: bool = True  # sample (True) or greedy decode (False)
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 0.95  # nucleus sampling
+    device: str = ""  # "" = cuda if available else cpu
+    dtype: str = ""  # "" = float32 on CPU, bfloat16 on GPU (runtime default); or float32/bfloat16/float16
+    max_prompt_tokens: int = 1024  # prompts longer than this drop their oldest turns (runtime behaviour)
+    trust_remote_code: bool = False  # only for custom model code you trust (base or instruct baseline)
+    history_tail: int = 4  # turns of history kept per row of samples.jsonl
+
+    # Held-out perplexity
+    perplexity: bool = True  # score the real user turns under simulator and base
+    perplexity_batch_size: int = 8  # windows per forward pass
+    perplexity_max_seq_len: int = 1024  # longer records are scored in windows of this many tokens
+
+    # Discriminators and statistics
+    neural_discriminator: bool = True  # also run the MiniLM-embedding discriminator (slower)
+    n_splits: int = 5  # GroupKFold folds (grouped by user id)
+    n_boot: int = 1000  # bootstrap resamples (of users) for every CI
+    late_turn: int = 3  # style drift compares turns with turn_index >= late_turn to earlier ones
+    max_turn: int = 10  # curves (disclosure, drift) are drawn for turn_index 0..max_turn
+
+    # Failure modes that need extra generations
+    diversity_prompts: int = 8  # items sampled several times for sample diversity (0 = skip)
+    num_diversity_samples: int = 4  # samples per diversity prompt
+    controllability_items: int = 40  # items regenerated with a swapped-in condition (0 = skip)
+
+    # Optional prompted instruct baseline (second baseline); "" = skip
+    instruct_baseline: str = ""  # local path (or cached hub id) of an instruct/chat model with a chat template
+    instruct_system_prompt: str = (
+        "You are role-playing a human user chatting with an AI assistant. Stay in character as the user: write "
+        "only the user's next message, in their voice, and never act as the assistant. If the user would stop "
+        "here, write exactly [END OF CONVERSATION]."
+    )  # system prompt of the instruct baseline; the condition is appended to it
+
+    show_progress: bool = True  # tqdm progress bars

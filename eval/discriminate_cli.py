@@ -1,0 +1,117 @@
+"""``usersim discriminate``: score any candidate user turns against real human turns.
+
+Bring your own simulator: write its turns and the real held-out turns as JSONL rows
+``{"user_id": ..., "text": ...}`` (extra keys such as ``context`` are allowed and ignored), then::
+
+    usersim discriminate --real real.jsonl --candidate cand.jsonl --output scores.json [--no-neural]
+
+Both discriminators of ``usersim eval`` (folds grouped by user id) and the behavioural statistics
+(candidate vs real) are computed; the output JSON holds ``{"fast": {...}, "neural": {...},
+"behaviour": {...}}`` with at least ``accuracy, ci_low, ci_high, auc, n_real, n_candidate`` per
+discriminator. Real and candidate turns are treated as unpaired samples; a user id present in both
+files is the same person (kept in the same fold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from eval.behaviour import behaviour_metrics
+from eval.discriminators import discriminate, fast_fold_fit, neural_fold_fit
+
+
+class InputError(ValueError):
+    """A JSONL input row is malformed (the message names file and line)."""
+
+
+def read_turns(path: str | Path) -> tuple[list[str], list[str]]:
+    """(texts, user ids) from a JSONL file of ``{"user_id", "text"}`` rows; blank lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    texts, users = [], []
+    with path.open("r", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}: line {n}: expected an object {{\"user_id\", \"text\"}}, "
+                                 f"got {type(row).__name__}")
+            missing = [k for k in ("user_id", "text") if k not in row]
+            if missing:
+                raise InputError(f"{path}: line {n}: missing key(s) {missing}; each row needs \"user_id\" and \"text\"")
+            if not isinstance(row["text"], str) or not row["text"].strip():
+                raise InputError(f"{path}: line {n}: \"text\" must be a non-empty string")
+            if not isinstance(row["user_id"], (str, int)) or isinstance(row["user_id"], bool):
+                raise InputError(f"{path}: line {n}: \"user_id\" must be a string or integer")
+            texts.append(row["text"])
+            users.append(str(row["user_id"]))
+    if len(texts) < 2:
+        raise InputError(f"{path}: needs at least 2 rows, found {len(texts)}")
+    return texts, users
+
+
+def score(real: tuple[list[str], list[str]], candidate: tuple[list[str], list[str]], *, neural: bool = True,
+          n_splits: int = 5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Discriminators and behavioural statistics of ``candidate`` against ``real``."""
+    (rt, ru), (ct, cu) = real, candidate
+    fits = {"fast": fast_fold_fit}
+    if neural:
+        fits["neural"] = neural_fold_fit(rt + ct)
+    out: dict[str, Any] = {}
+    for name, fit in fits.items():
+        res = discriminate(rt, ru, ct, cu, fold_fit=fit, name=name, n_splits=n_splits, n_boot=n_boot, seed=seed)
+        out[name] = res.to_dict(with_roc=True)
+    # Behaviour: unpaired samples, so stack them as two aligned columns padded with None.
+    n = len(rt) + len(ct)
+    human = list(rt) + [None] * len(ct)
+    cand = [None] * len(rt) + list(ct)
+    metrics = behaviour_metrics(human, {"candidate": cand}, list(ru) + list(cu), n_boot=n_boot, seed=seed)
+    out["behaviour"] = {f"{m.name}.{'real' if m.system == 'human' else m.system}": {
+        "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n} for m in metrics}
+    out["n_real"], out["n_candidate"], out["n_rows"] = len(rt), len(ct), n
+    return out
+
+
+def cli(argv: list[str] | None = None) -> int:
+    import sys
+
+    from eval.main import json_safe
+
+    parser = argparse.ArgumentParser(prog="usersim discriminate",
+                                     description="score candidate user turns against real human turns")
+    parser.add_argument("--real", required=True, help="JSONL of real human turns: {\"user_id\", \"text\"} per line")
+    parser.add_argument("--candidate", required=True, help="JSONL of candidate turns, same row shape")
+    parser.add_argument("--output", default=None, help="write the scores JSON here (default: print only)")
+    parser.add_argument("--no-neural", dest="neural", action="store_false", help="skip the MiniLM discriminator")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-boot", dest="n_boot", type=int, default=1000, help="bootstrap resamples for CIs")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        real, cand = read_turns(args.real), read_turns(args.candidate)
+        result = json_safe(score(real, cand, neural=args.neural, n_boot=args.n_boot, seed=args.seed))
+    except (InputError, ValueError) as err:
+        print(f"usersim discriminate: error: {err}", file=sys.stderr)
+        return 2
+    for name in ("fast", "neural"):
+        if name in result:
+            r = result[name]
+            print(f"{name:7s} accuracy {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  "
+                  f"AUC {r['auc']:.3f}  (n_real={r['n_real']}, n_candidate={r['n_candidate']}; "
+                  "0.5 = indistinguishable)")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

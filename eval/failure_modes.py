@@ -1,0 +1,303 @@
+"""One metric per failure mode of prompted user simulators (DESIGN.md "Evaluation").
+
+Heuristics are deliberately simple, documented and tested on hand-written examples
+(tests/test_eval_failure_modes.py); every rate is reported beside the human rate on the same items,
+which calibrates the heuristic's own false-positive rate.
+
+* knowledge leak   — a *declarative* sentence of the turn shares >= 2 content tokens and >= 50% of
+  the content tokens of one ``knowledge_asks`` item (something the user wants to find out, so
+  does not know): the simulator states as fact what it should be asking about.
+* disclosure curve — share of the user's ``knowledge_discloses`` items revealed by user turn k
+  (history's user turns + this turn; an item is revealed when >= 50% of its content tokens, and
+  at least one, appear). Area between the system's and the human curve (mean |gap| over k).
+* assistant-likeness — the turn matches :data:`ASSISTANT_PATTERNS` (assistant phrasing), contains a
+  list (>= 2 numbered/bulleted lines), or is long and structured (>= 100 words and >= 2 newlines).
+* style drift      — share of the requested style buckets the turn misses, by turn index; drift =
+  mismatch at turn_index >= ``late_turn`` minus mismatch before it.
+* re-asking        — a question sentence of the turn shares >= 2 content tokens and Jaccard >= 0.5
+  with a question the user already asked in the history *and* that an assistant turn followed.
+* sample diversity — distinct-1/2 and mean pairwise n-gram Jaccard among several samples of one
+  prompt.
+* ending           — precision/recall/F1 of the system's ends against the real ends on the same items.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from eval.behaviour import distinct_n, mean_pairwise, pairwise_jaccard_matrix
+from eval.bootstrap import bootstrap_by_user
+from eval.registry import HUMAN, Metric
+from eval.style_features import content_tokens, is_question_sentence, sentences, style_buckets, words
+
+ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
+    r"\bas an ai\b", r"\bas a (large )?language model\b", r"\bi'?m (just )?an ai\b",
+    r"^\s*(certainly|absolutely|of course)[!,.]", r"^\s*sure[!,]\s+here", r"\bi'?d be (happy|glad) to\b",
+    r"\bi would be (happy|glad) to\b", r"\bhere (are|is) (some|a few|the|an?)\b", r"\bi hope this helps\b",
+    r"\bfeel free to\b", r"\blet me know if\b", r"\bgreat question\b", r"\bin (summary|conclusion)\b",
+    r"\bhow (can|may) i (help|assist)\b", r"\bis there anything else\b", r"\bi (can|could) help you with\b",
+    r"\bhappy to help\b", r"\bhere'?s (a|an|the|some|how)\b",
+))
+LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+\S", re.MULTILINE)
+
+
+# ---------------------------------------------------------------- pure per-turn heuristics
+def knowledge_leak(text: str, asks: Sequence[str], *, min_shared: int = 2, min_fraction: float = 0.5) -> bool:
+    """True when a declarative sentence of ``text`` states the content of an ``asks`` item."""
+    ask_sets = [content_tokens(a) for a in asks]
+    ask_sets = [a for a in ask_sets if len(a) >= min_shared]
+    if not ask_sets:
+        return False
+    for sent in sentences(text):
+        if is_question_sentence(sent):
+            continue
+        toks = content_tokens(sent)
+        for a in ask_sets:
+            shared = len(toks & a)
+            if shared >= min_shared and shared / len(a) >= min_fraction:
+                return True
+    return False
+
+
+def revealed_items(text: str, discloses: Sequence[str], *, min_fraction: float = 0.5) -> set[int]:
+    """Indices of ``discloses`` items whose content appears in ``text``."""
+    toks = content_tokens(text)
+    out = set()
+    for i, item in enumerate(discloses):
+        it = content_tokens(item)
+        if it and len(toks & it) >= 1 and len(toks & it) / len(it) >= min_fraction:
+            out.add(i)
+    return out
+
+
+def is_assistant_like(text: str) -> bool:
+    if any(p.search(text) for p in ASSISTANT_PATTERNS):
+        return True
+    if len(LIST_LINE_RE.findall(text)) >= 2:
+        return True
+    return len(words(text)) >= 100 and text.count("\n") >= 2
+
+
+def style_mismatch(text: str, requested: dict[str, str] | None) -> float:
+    """Share of the requested (non-empty) style buckets that ``text`` misses; NaN if none requested."""
+    req = {k: v for k, v in (requested or {}).items() if v}
+    if not req:
+        return float("nan")
+    got = style_buckets(text)
+    return sum(got.get(k) != v for k, v in req.items()) / len(req)
+
+
+def answered_questions(history: Sequence[dict[str, str]]) -> list[str]:
+    """Question sentences of user turns in ``history`` that an assistant turn followed."""
+    out = []
+    for i, turn in enumerate(history):
+        if turn["role"] != "user" or not any(t["role"] == "assistant" for t in history[i + 1:]):
+            continue
+        out.extend(s for s in sentences(turn["text"]) if is_question_sentence(s))
+    return out
+
+
+def reasks(text: str, history: Sequence[dict[str, str]], *, min_shared: int = 2, min_jaccard: float = 0.5) -> bool:
+    """True when a question in ``text`` repeats an already answered question of the user."""
+    previous = [content_tokens(q) for q in answered_questions(history)]
+    if not previous:
+        return False
+    for sent in sentences(text):
+        if not is_question_sentence(sent):
+            continue
+        q = content_tokens(sent)
+        for p in previous:
+            shared = len(q & p)
+            if shared >= min_shared and shared / len(q | p) >= min_jaccard:
+                return True
+    return False
+
+
+def self_similarity(texts: Sequence[str]) -> float:
+    """Mean pairwise Jaccard of word 1+2-gram sets (a self-BLEU-like overlap; 1 = all identical)."""
+    if len(texts) < 2:
+        return float("nan")
+    return mean_pairwise(pairwise_jaccard_matrix(texts), np.arange(len(texts)))
+
+
+def end_prf(real: Sequence[bool], predicted: Sequence[bool]) -> tuple[float, float, float]:
+    """Precision, recall, F1 of predicted ends (NaN where undefined)."""
+    r, p = np.asarray(real, bool), np.asarray(predicted, bool)
+    tp = float((r & p).sum())
+    prec = tp / p.sum() if p.sum() else float("nan")
+    rec = tp / r.sum() if r.sum() else float("nan")
+    f1 = 2 * tp / (p.sum() + r.sum()) if (p.sum() + r.sum()) else float("nan")
+    return prec, rec, f1
+
+
+# ---------------------------------------------------------------- metrics over aligned items
+def _rate_metrics(name: str, desc: str, flags: dict[str, list[float]], users: list[str], *, hib: bool | None,
+                  n_boot: int, seed: int) -> list[Metric]:
+    """Rates (NaN = item not applicable) for human and systems; human rate is the reference."""
+    out, ref = [], None
+    for s, vals in flags.items():
+        arr = np.asarray(vals, float)
+        v, lo, hi = _mean_ci(arr, users, n_boot, seed)
+        ref = v if s == HUMAN else ref
+        out.append(Metric(name, s, "failure_mode", v, lo, hi, int(np.isfinite(arr).sum()), hib, ref, None, desc))
+    return out
+
+
+def _mean_ci(arr: np.ndarray, users: list[str], n_boot: int, seed: int) -> tuple[float, float, float]:
+    def mean(ix):
+        sel = arr[ix]
+        sel = sel[np.isfinite(sel)]
+        return float(sel.mean()) if sel.size else float("nan")
+
+    return bootstrap_by_user(users, mean, n_boot=n_boot, seed=seed)
+
+
+def disclosure_shares(items: Sequence[dict[str, Any]], texts: Sequence[str | None]) -> np.ndarray:
+    """Per item: share of its discloses items revealed by this turn (history user turns + ``text``)."""
+    out = np.full(len(items), np.nan)
+    for i, (item, text) in enumerate(zip(items, texts)):
+        disc = list((item.get("condition") or {}).get("knowledge_discloses") or [])
+        if not disc:
+            continue
+        seen = set()
+        for t in item["history"]:
+            if t["role"] == "user":
+                seen |= revealed_items(t["text"], disc)
+        if text:
+            seen |= revealed_items(text, disc)
+        out[i] = len(seen) / len(disc)
+    return out
+
+
+def curve_by_turn(values: np.ndarray, turn_indices: np.ndarray, ix: np.ndarray | None = None,
+                  max_turn: int = 10) -> dict[int, float]:
+    ix = np.arange(len(values)) if ix is None else ix
+    out = {}
+    for k in range(max_turn + 1):
+        sel = values[ix][turn_indices[ix] == k]
+        sel = sel[np.isfinite(sel)]
+        if sel.size:
+            out[k] = float(sel.mean())
+    return out
+
+
+def area_between(a: dict[int, float], b: dict[int, float]) -> float:
+    ks = sorted(set(a) & set(b))
+    return float(np.mean([abs(a[k] - b[k]) for k in ks])) if ks else float("nan")
+
+
+def failure_mode_metrics(
+    items: Sequence[dict[str, Any]],
+    texts: dict[str, Sequence[str | None]],
+    ends: dict[str, Sequence[bool]],
+    *,
+    late_turn: int = 3,
+    max_turn: int = 10,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[list[Metric], dict[str, Any]]:
+    """Failure-mode metrics and their plot data.
+
+    ``texts``/``ends`` map system -> aligned per-item turn text (None when the turn ended the
+    conversation) / end flag; they must include ``human`` (the real turns).
+    """
+    users = [str(it["user_id"]) for it in items]
+    tix = np.asarray([int(it["turn_index"]) for it in items])
+    metrics: list[Metric] = []
+    plots: dict[str, Any] = {}
+
+    leak = {s: [float("nan") if not (it["condition"] or {}).get("knowledge_asks") or t is None
+                else float(knowledge_leak(t, it["condition"]["knowledge_asks"])) for it, t in zip(items, ts)]
+            for s, ts in texts.items()}
+    metrics += _rate_metrics("knowledge_leak_rate", "share of turns (items with knowledge_asks) stating an asked-"
+                             "about item as fact", leak, users, hib=False, n_boot=n_boot, seed=seed)
+
+    assist = {s: [float("nan") if t is None else float(is_assistant_like(t)) for t in ts] for s, ts in texts.items()}
+    metrics += _rate_metrics("assistant_likeness_rate", "share of turns with assistant phrasing, lists or long "
+                             "structured answers (role adherence)", assist, users, hib=False, n_boot=n_boot, seed=seed)
+
+    reask = {s: [float("nan") if t is None or not answered_questions(it["history"]) else float(reasks(t, it["history"]))
+                 for it, t in zip(items, ts)] for s, ts in texts.items()}
+    metrics += _rate_metrics("reask_rate", "share of turns (items with an answered user question in history) "
+                             "re-asking an answered question (memory)", reask, users, hib=False, n_boot=n_boot,
+                             seed=seed)
+
+    # Disclosure curve.
+    shares = {s: disclosure_shares(items, ts) for s, ts in texts.items()}
+    plots["disclosure_curve"] = {s: {str(k): v for k, v in curve_by_turn(sh, tix, max_turn=max_turn).items()}
+                                 for s, sh in shares.items()}
+    for s, sh in shares.items():
+        if s == HUMAN:
+            continue
+        v, lo, hi = bootstrap_by_user(users, lambda ix, sh=sh: area_between(
+            curve_by_turn(sh, tix, ix, max_turn), curve_by_turn(shares[HUMAN], tix, ix, max_turn)),
+            n_boot=n_boot, seed=seed)
+        metrics.append(Metric("disclosure_area_between_curves", s, "failure_mode", v, lo, hi,
+                              int(np.isfinite(sh).sum()), False, 0.0, 0.0,
+                              "mean over turn index k of |share of knowledge_discloses revealed by turn k: "
+                              "system - human| (spoon-feeding)"))
+    metrics += _rate_metrics("disclosure_share", "mean share of knowledge_discloses revealed by the current turn",
+                             {s: list(sh) for s, sh in shares.items()}, users, hib=None, n_boot=n_boot, seed=seed)
+
+    # Style mismatch / drift by turn index.
+    mism = {s: np.asarray([float("nan") if t is None else style_mismatch(t, (it["condition"] or {}).get("style"))
+                           for it, t in zip(items, ts)]) for s, ts in texts.items()}
+    plots["drift"] = {s: {str(k): v for k, v in curve_by_turn(m, tix, max_turn=max_turn).items()}
+                      for s, m in mism.items()}
+    metrics += _rate_metrics("style_mismatch", "share of requested style buckets the turn misses",
+                             {s: list(m) for s, m in mism.items()}, users, hib=False, n_boot=n_boot, seed=seed)
+
+    def drift(m: np.ndarray, ix: np.ndarray) -> float:
+        late, early = m[ix][tix[ix] >= late_turn], m[ix][tix[ix] < late_turn]
+        late, early = late[np.isfinite(late)], early[np.isfinite(early)]
+        return float(late.mean() - early.mean()) if late.size and early.size else float("nan")
+
+    ref = None
+    for s, m in mism.items():
+        v, lo, hi = bootstrap_by_user(users, lambda ix, m=m: drift(m, ix), n_boot=n_boot, seed=seed)
+        ref = v if s == HUMAN else ref
+        metrics.append(Metric("style_drift", s, "failure_mode", v, lo, hi, int(np.isfinite(m).sum()), None, ref,
+                              None, f"style mismatch at turn_index >= {late_turn} minus before (persona drift); "
+                              "match the human value"))
+
+    # Ending precision / recall / F1.
+    real = np.asarray(ends[HUMAN], bool)
+    for s, e in ends.items():
+        if s == HUMAN:
+            continue
+        pred = np.asarray(e, bool)
+        for j, name in enumerate(("end_precision", "end_recall", "end_f1")):
+            v, lo, hi = bootstrap_by_user(users, lambda ix, j=j: end_prf(real[ix], pred[ix])[j], n_boot=n_boot,
+                                          seed=seed)
+            metrics.append(Metric(name, s, "failure_mode", v, lo, hi, len(pred), True, None, 1.0,
+                                  f"{name.split('_')[1]} of the system's [END OF CONVERSATION] against the real ends"))
+    return metrics, plots
+
+
+def sample_diversity_metrics(samples: dict[str, list[list[str]]], user_ids: Sequence[str], *, n_boot: int = 1000,
+                             seed: int = 0) -> list[Metric]:
+    """Diversity among several samples of one prompt: ``samples[system][prompt] = [text, ...]``."""
+    out = []
+    for s, per_prompt in samples.items():
+        d1 = np.asarray([distinct_n(p, 1) for p in per_prompt], float)
+        d2 = np.asarray([distinct_n(p, 2) for p in per_prompt], float)
+        ss = np.asarray([self_similarity(p) for p in per_prompt], float)
+        for name, arr, hib, desc in (
+            ("sample_distinct1", d1, True, "distinct unigrams / unigrams among samples of one prompt"),
+            ("sample_distinct2", d2, True, "distinct bigrams / bigrams among samples of one prompt"),
+            ("sample_self_similarity", ss, False, "mean pairwise word 1+2-gram Jaccard among samples of one prompt"),
+        ):
+            v, lo, hi = _mean_ci(arr, list(user_ids), n_boot, seed)
+            out.append(Metric(name, s, "failure_mode", v, lo, hi, len(per_prompt), hib, None, None, desc))
+    return out
+
+
+def by_conversation(items: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        out[it["conversation_id"]].append(i)
+    return dict(out)

@@ -1,0 +1,68 @@
+"""Simulated user turns for held-out per-turn items (the model-facing half of eval).
+
+``generate_turns`` writes, for every item (condition, history), ``num_samples`` candidate next
+user turns with the trained simulator or (``use_adapter=False``) the untuned base, batched.
+
+Determinism: sample ``k`` of an item is drawn with its own generator seeded by
+``derive_seed(seed, item_id, k)`` (see ``usersim.simulator``: every row samples independently).
+Rows are sorted by prompt length (longest first, ties by position) to reduce padding and the
+results are put back in item order. So the output depends on the seed, the item ids and the
+model, not on batch size or item order (up to floating-point effects of padding, which can flip a
+rare draw that lands on a probability boundary). Swapping ``conditions`` keeps the same random
+streams per item (common random numbers for the controllability comparison).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterable, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from data_prep.prompt_format import Condition
+from usersim.simulator import SimulatorTurn, UserSimulator, derive_seed
+
+
+def item_condition(item: Mapping[str, Any], override: Condition | Mapping[str, Any] | None = None) -> Condition:
+    """The condition to simulate an item under: the override if given, else the item's own."""
+    chosen = override if override is not None else item.get("condition")
+    return chosen if isinstance(chosen, Condition) else Condition.from_row(chosen)
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices sorted by length, longest first, ties in original order (deterministic)."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
+def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, use_adapter: bool = True, seed: int,
+                   batch_size: int = 16, max_new_tokens: int = 48, num_samples: int = 1,
+                   conditions: Sequence[Condition | Mapping[str, Any] | None] | None = None,
+                   show_progress: bool = True, **generation: Any) -> list[list[SimulatorTurn]]:
+    """``num_samples`` simulated next user turns per item: ``out[i][k]`` is sample k of item i.
+
+    ``items`` are per-turn item dicts (docs/contracts.md: ``id``, ``condition``, ``history``, ...);
+    ``conditions`` optionally replaces each item's condition (same length as items). Extra
+    ``generation`` keys go to ``UserSimulator.generate_from_prompt_ids`` (e.g. ``do_sample=False``).
+    """
+    items = list(items)
+    if conditions is not None and len(conditions) != len(items):
+        raise ValueError(f"{len(items)} items but {len(conditions)} conditions")
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError("num_samples and batch_size must be >= 1")
+    prompts = [sim.prompt_ids(item["history"], item_condition(item, conditions[i] if conditions else None))
+               for i, item in enumerate(items)]
+    rows = [(i, k) for i in range(len(items)) for k in range(num_samples)]
+    order = length_order([len(prompts[i]) for i, _ in rows])
+    out: list[list[SimulatorTurn | None]] = [[None] * num_samples for _ in items]
+    context = contextlib.nullcontext() if use_adapter else sim.adapter_disabled()
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    with context:
+        for batch in tqdm(batches, desc="simulate" if use_adapter else "simulate (base)", disable=not show_progress,
+                          unit="batch"):
+            picked = [rows[j] for j in batch]
+            seeds = [derive_seed(seed, items[i].get("id", i), k) for i, k in picked]
+            turns = sim.generate_from_prompt_ids([prompts[i] for i, _ in picked], seeds=seeds,
+                                                 max_new_tokens=max_new_tokens, **generation)
+            for (i, k), turn in zip(picked, turns):
+                out[i][k] = turn
+    return out  # type: ignore[return-value]

@@ -1,0 +1,73 @@
+"""Smoke test of bench/: the corpus generator, the data-prep workers and the formulation-equality
+path at minimal sizes, so the benchmark scripts do not rot. Asserts behaviour, never speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch = pytest.importorskip("torch")
+
+from bench.make_wildchat_corpus import BAD_EVERY, write_corpus  # noqa: E402
+from bench.per_turn import completion_labels, per_turn_samples, supervised_spans  # noqa: E402
+
+
+def test_wildchat_corpus_shape_and_data_prep_workers(tmp_path):
+    from bench.data_prep_speed import work_adapter_validate, work_plain_json
+
+    n = 2 * BAD_EVERY
+    path = write_corpus(tmp_path / "wc.jsonl", n, seed=3)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == n
+    first = json.loads(lines[0])
+    assert {"conversation_hash", "conversation", "hashed_ip", "turn", "language", "toxic"} <= set(first)
+    assert [t["role"] for t in first["conversation"][:2]] == ["user", "assistant"]
+    assert first["turn"] == sum(t["role"] == "user" for t in first["conversation"])
+    # deterministic in the seed
+    assert write_corpus(tmp_path / "again.jsonl", n, seed=3).read_bytes() == path.read_bytes()
+
+    plain = work_plain_json(str(path))
+    assert plain["read"] == n and plain["bad_json"] == 1  # the truncated line of the first bad block
+    adapter = work_adapter_validate(str(path))
+    assert adapter["read"] == n
+    assert adapter["kept"] + adapter["quarantined"] == n
+    # the truncated line is quarantined; the emptied first user turn is dropped (conversation kept)
+    # unless it was the only user turn (then no_user_turn)
+    assert 1 <= adapter["quarantined"] <= 2
+
+
+def test_per_turn_samples_are_prefixes_with_one_completion_each():
+    ids = list(range(10))
+    labels = [-100, -100, 2, 3, -100, -100, 6, -100, 8, 9]
+    assert supervised_spans(labels) == [(2, 4), (6, 7), (8, 10)]
+    samples = per_turn_samples(ids, labels)
+    assert [s["input_ids"] for s in samples] == [ids[:4], ids[:7], ids[:10]]
+    assert completion_labels(samples[1]) == [-100] * 6 + [6]
+    # every supervised token is a completion token exactly once
+    assert sorted(t for s in samples for t in completion_labels(s) if t != -100) == [2, 3, 6, 8, 9]
+
+
+def test_conversation_level_and_per_turn_losses_agree(tmp_path):
+    from bench.corpora import all_texts, synthetic_records
+    from bench.train_runs import loss_equality
+    from train.examples import record_to_example
+    from train.tiny_model import train_tiny_tokenizer
+
+    torch.set_num_threads(1)
+    records = synthetic_records(3, user_turns=3, user_words=5, assistant_words=10, seed=0)
+    tok = train_tiny_tokenizer(all_texts(records), vocab_size=300)
+    tok.save_pretrained(tmp_path / "tok")
+    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]}
+                for e in (record_to_example(r, tok, max_seq_len=512) for r in records)]
+    out = loss_equality({"kind": "tiny", "hidden": 32, "layers": 1}, str(tmp_path / "tok"), examples,
+                        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": []}, seed=0, max_tokens=512)
+    assert out["per_turn_samples"] == 3 * (3 + 1)  # 3 user turns + the end-of-conversation target each
+    assert out["supervised_tokens_conversation_level"] == out["supervised_tokens_per_turn"] > 0
+    assert out["abs_diff"] < 1e-4

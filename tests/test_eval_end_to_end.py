@@ -1,0 +1,138 @@
+"""End to end: a tiny held-out dataset + a tiny trained run -> `usersim eval` -> contract-valid outputs."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tiny_run lives beside the tests
+
+from data_prep.records import per_turn_items  # noqa: E402
+from data_prep.stage_config import load_config  # noqa: E402
+from eval.config import EvalConfig  # noqa: E402
+from eval.main import aligned_curves, cli, format_table, select_items  # noqa: E402
+from eval.registry import Metric, validate_metrics_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LINES = [
+    ("hey how are you", "Good thanks! Any plans?"),
+    ("i have two dogs and we go hiking a lot", "Nice! Where do you hike?"),
+    ("whats a good trail near denver?", "Mount Falcon is lovely."),
+    ("cool thanks so much", "You're welcome!"),
+]
+
+
+def tiny_records(n_users: int = 8) -> list[dict]:
+    records = []
+    for u in range(n_users):
+        turns = []
+        for k, (user, assistant) in enumerate(LINES[: 2 + u % 3]):
+            turns.append({"role": "user", "text": user if u % 2 else user.capitalize() + "."})
+            turns.append({"role": "assistant", "text": assistant})
+        end = u % 2 == 0
+        if not end:
+            turns = turns[:-1]
+        records.append({
+            "id": f"conv{u}", "source": "tiny", "user_id": f"user{u}", "group_id": f"g{u}", "other_user_ids": [],
+            "turns": turns, "end_of_conversation": end, "metadata": "{}",
+            "condition": {"persona": f"country: {'US' if u % 2 else 'UK'}", "goal": "talk about hiking with dogs",
+                          "knowledge_discloses": ["I have two dogs"], "knowledge_asks": ["a good trail near denver"],
+                          "style": {"length": "short", "casing": "lower" if u % 2 else "proper",
+                                    "punctuation": "", "emoji": "", "typos": ""}},
+        })
+    return records
+
+
+def write_data_run(root: Path, records: list[dict]) -> Path:
+    from datasets import Dataset, DatasetDict
+
+    items = [it for r in records for it in per_turn_items(r)]
+    DatasetDict({"test": Dataset.from_list(records), "test_turns": Dataset.from_list(items)}).save_to_disk(
+        str(root / "dataset"))
+    return root
+
+
+def test_every_eval_yaml_loads_and_starts_with_its_command():
+    paths = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"default.yaml", "smoke.yaml"}
+    for p in paths:
+        cfg = load_config(EvalConfig, p)
+        assert p.read_text().startswith("# usersim eval --config configs/eval/" + p.name)
+        assert cfg.max_items > 0
+
+
+def test_select_items_takes_whole_conversations_deterministically():
+    items = [it for r in tiny_records() for it in per_turn_items(r)]
+    a = select_items(items, 6, seed=1)
+    assert a == select_items(items, 6, seed=1)
+    convs = {it["conversation_id"] for it in a}
+    assert len(a) == sum(it["conversation_id"] in convs for it in items) >= 6
+    assert select_items(items, 0, seed=1) == items
+    capped = select_items(items, 100, seed=1, per_conversation=2)
+    per_conv = {}
+    for it in capped:
+        per_conv[it["conversation_id"]] = per_conv.get(it["conversation_id"], 0) + 1
+    assert max(per_conv.values()) == 2 and len(per_conv) == len(tiny_records())
+
+
+def test_aligned_curves_and_table():
+    out = aligned_curves({"human": {"0": 0.1, "1": 0.2}, "simulator": {"1": 0.3, "2": 0.4}})
+    assert out == {"turn_index": [1], "human": [0.2], "simulator": [0.3]}
+    table = format_table([Metric("x", "simulator", "g", 0.5, 0.4, 0.6, 3)], ["simulator"])
+    assert "0.5 [0.4, 0.6]" in table
+
+
+def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_path):
+    import torch
+
+    from tiny_run import build_tiny_run
+
+    torch.set_num_threads(1)
+    records = tiny_records()
+    data_dir = write_data_run(tmp_path / "data", records)
+    run_dir = build_tiny_run(tmp_path / "train", records=records, train_steps=3)
+    out = tmp_path / "eval"
+    rc = cli(["--config", str(ROOT / "configs/eval/smoke.yaml"), "--output_dir", str(out), f"data_dir={data_dir}",
+              f"run_dir={run_dir}", "max_items_per_conversation=0", "max_new_tokens=8", "n_boot=50",
+              "show_progress=false", "neural_discriminator=true", "diversity_prompts=2", "num_diversity_samples=2",
+              "controllability_items=4"])
+    assert rc == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    validate_metrics_json(doc)
+    rows = {(m["name"], m["system"]): m for m in doc["metrics"]}
+    for name in ("heldout_perplexity", "discriminator_accuracy", "discriminator_auc",
+                 "discriminator_accuracy_neural",
+                 "turn_length_wasserstein", "knowledge_leak_rate", "assistant_likeness_rate", "end_f1",
+                 "disclosure_area_between_curves", "sample_self_similarity", "style_drift"):
+        for system in ("simulator", "base"):
+            assert (name, system) in rows, (name, system)
+    assert ("control_topic_gap_swapped", "simulator") in rows
+    ppl = rows[("heldout_perplexity", "simulator")]
+    assert ppl["value"] > 1 and ppl["ci_low"] <= ppl["value"] <= ppl["ci_high"]
+    acc = rows[("discriminator_accuracy", "simulator")]
+    assert acc["target"] == 0.5 and acc["higher_is_better"] is None and 0 <= acc["value"] <= 1
+    assert set(doc["controls"]["human_vs_human"]) == {"fast", "neural"}
+    assert doc["train_run"]["base_model"]["source"] == "tiny-random"
+    assert (out / "config.yaml").is_file() and (out / "run_info.json").is_file()
+
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    n_items = sum(len(per_turn_items(r)) for r in records)
+    assert len(samples) == n_items == doc["n_items"]
+    for key in ("id", "user_id", "condition", "history_tail", "real", "simulated", "base", "real_ends",
+                "simulated_ends", "base_ends"):
+        assert key in samples[0]
+    assert sum(s["real_ends"] for s in samples) == sum(r["end_of_conversation"] for r in records)
+
+    plots = json.loads((out / "plots.json").read_text())
+    assert set(plots) >= {"turn_length", "disclosure_curve", "drift", "roc", "roc_neural"}
+    assert len(plots["turn_length"]["human"]) == n_items - sum(s["real_ends"] for s in samples)
+    assert set(plots["roc"]) == {"simulator", "base"}
+    assert len(plots["disclosure_curve"]["turn_index"]) == len(plots["disclosure_curve"]["human"])
+
+
+def test_eval_fails_clearly_without_a_data_run(tmp_path):
+    from eval.main import load_held_out
+
+    with pytest.raises(FileNotFoundError, match="usersim data"):
+        load_held_out(EvalConfig(data_dir=str(tmp_path / "nope")))

@@ -1,0 +1,115 @@
+"""Hand-written positives and negatives for the style features and the failure-mode heuristics."""
+
+import numpy as np
+import pytest
+
+from eval.failure_modes import (answered_questions, end_prf, failure_mode_metrics, is_assistant_like,
+                                knowledge_leak, reasks, revealed_items, sample_diversity_metrics, self_similarity,
+                                style_mismatch)
+from eval.style_features import (casing_bucket, content_tokens, emoji_count, has_question, local_style_buckets,
+                                 politeness_count, text_features, typo_count)
+
+
+def test_style_features_on_examples():
+    assert has_question("where do you live?") and has_question("what do you do")
+    assert not has_question("i live in ohio.")
+    assert casing_bucket("all lower here") == "lower"
+    assert casing_bucket("This is fine. It works.") == "proper"
+    assert casing_bucket("WHY IS THIS SHOUTING") == "upper"
+    assert emoji_count("nice 😀 :)") == 2 and emoji_count("no emoji") == 0
+    assert typo_count("i dont know, sooo tired") == 3  # "i", "dont", "sooo"
+    assert typo_count("I don't know.") == 0
+    assert politeness_count("could you please help, thanks") == 3
+    f = text_features("hey, how are you?")
+    assert f["n_words"] == 4 and f["question"] == 1.0 and f["punct_per_word"] == pytest.approx(0.5)
+    assert local_style_buckets("ok lol")["length"] == "short"
+    assert content_tokens("The dog is in the park") == {"dog", "park"}
+
+
+def test_knowledge_leak_positive_and_negative():
+    asks = ["what is the best hiking trail near Denver"]
+    assert knowledge_leak("The best hiking trail near Denver is Mount Falcon.", asks)  # states it as fact
+    assert not knowledge_leak("What is the best hiking trail near Denver?", asks)  # asks it: fine
+    assert not knowledge_leak("I love pizza and movies.", asks)  # unrelated
+    assert not knowledge_leak("The trail is nice.", asks)  # one shared word is not enough
+    assert not knowledge_leak("Denver hiking is great.", [])  # nothing unknown
+
+
+def test_disclosure_reveals_items_by_content_overlap():
+    discloses = ["I have two dogs", "I work as a nurse in Chicago"]
+    assert revealed_items("my two dogs are crazy", discloses) == {0}
+    assert revealed_items("im a nurse in chicago with two dogs", discloses) == {0, 1}
+    assert revealed_items("hello there", discloses) == set()
+
+
+def test_assistant_likeness_positive_and_negative():
+    assert is_assistant_like("Certainly! Here are some ideas for your weekend.")
+    assert is_assistant_like("As an AI, I don't have preferences.")
+    assert is_assistant_like("Options:\n1. hiking\n2. cinema")
+    assert is_assistant_like("I'd be happy to help with that.")
+    assert not is_assistant_like("lol yeah im going hiking this weekend")
+    assert not is_assistant_like("sure, sounds good to me")
+
+
+HISTORY = [{"role": "user", "text": "what time does the museum open on sunday?"},
+           {"role": "assistant", "text": "It opens at 10am on Sundays."}]
+
+
+def test_reask_positive_and_negative():
+    assert answered_questions(HISTORY) == ["what time does the museum open on sunday?"]
+    assert reasks("When does the museum open on Sunday?", HISTORY)
+    assert not reasks("great, is parking free there?", HISTORY)
+    assert not reasks("the museum opens on sunday.", HISTORY)  # not a question
+    unanswered = HISTORY[:1]
+    assert not reasks("what time does the museum open on sunday?", unanswered)
+
+
+def test_style_mismatch_and_end_prf_and_self_similarity():
+    assert style_mismatch("ok lol", {"length": "short", "casing": "lower"}) == 0.0
+    assert style_mismatch("This is a Sentence.", {"casing": "lower"}) == 1.0
+    assert np.isnan(style_mismatch("x", {}))
+    assert end_prf([True, False, True, False], [True, True, False, False]) == (0.5, 0.5, 0.5)
+    assert self_similarity(["a b c", "a b c"]) == 1.0
+    assert self_similarity(["a b", "c d"]) == 0.0
+
+
+def _items():
+    cond = {"persona": "", "goal": "", "knowledge_discloses": ["I have two dogs"],
+            "knowledge_asks": ["the best hiking trail near Denver"], "style": {"length": "short", "casing": "lower"}}
+    items = []
+    for u in range(6):
+        for k in range(4):
+            history = [{"role": "user", "text": "what is the best hiking trail near denver?"},
+                       {"role": "assistant", "text": "Try Mount Falcon."}] if k else []
+            items.append({"id": f"c{u}:{k}", "conversation_id": f"c{u}", "user_id": f"u{u}", "condition": cond,
+                          "history": history, "turn_index": k, "target_is_end": False})
+    return items
+
+
+def test_failure_mode_metrics_separate_a_leaky_assistant_from_humans():
+    items = _items()
+    human = ["hey there" if it["turn_index"] == 0 else "cool ok" for it in items]
+    bad = ["Certainly! The best hiking trail near Denver is Mount Falcon. I have two dogs. "
+           "What is the best hiking trail near Denver?" for _ in items]
+    texts = {"human": human, "simulator": list(human), "base": bad}
+    ends = {"human": [False] * len(items), "simulator": [False] * len(items), "base": [False] * len(items)}
+    metrics, plots = failure_mode_metrics(items, texts, ends, n_boot=100, seed=0)
+    by = {(m.name, m.system): m for m in metrics}
+    assert by[("knowledge_leak_rate", "base")].value == 1.0
+    assert by[("knowledge_leak_rate", "simulator")].value == 0.0
+    assert by[("knowledge_leak_rate", "simulator")].human_reference == 0.0
+    assert by[("assistant_likeness_rate", "base")].value == 1.0
+    assert by[("reask_rate", "base")].value == 1.0 and by[("reask_rate", "base")].n == 18
+    assert by[("disclosure_area_between_curves", "simulator")].value == 0.0
+    assert by[("disclosure_area_between_curves", "base")].value == 1.0
+    assert plots["disclosure_curve"]["base"]["0"] == 1.0 and plots["disclosure_curve"]["human"]["0"] == 0.0
+    assert by[("style_mismatch", "base")].value > by[("style_mismatch", "simulator")].value
+    assert np.isnan(by[("end_f1", "simulator")].value)  # no real ends, no predicted ends
+
+
+def test_sample_diversity_metrics():
+    samples = {"simulator": [["a b c", "d e f"], ["x y", "z w"]], "base": [["same text"] * 3, ["same text"] * 3]}
+    by = {(m.name, m.system): m for m in sample_diversity_metrics(samples, ["u1", "u2"], n_boot=50)}
+    assert by[("sample_distinct2", "simulator")].value == 1.0
+    assert by[("sample_self_similarity", "base")].value == 1.0
+    assert by[("sample_self_similarity", "simulator")].value == 0.0

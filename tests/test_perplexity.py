@@ -1,0 +1,122 @@
+"""eval.perplexity: exact supervised-token counts, agreement with the model's own loss, overfit test, CI."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from data_prep.prompt_format import END_OF_CONVERSATION
+from eval.perplexity import perplexity_with_ci, record_units, record_windows, user_turn_nll
+from tiny_run import build_tiny_run, record_tensors, tiny_records
+from usersim.simulator import UserSimulator
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def overfit_sim(tmp_path_factory):
+    """Adapter trained 40 steps on records 0 and 1 only (record 2 never seen)."""
+    records = tiny_records()[:2]
+    run_dir = build_tiny_run(tmp_path_factory.mktemp("overfit"), records=records, train_steps=40, lr=2e-2, lora_r=8)
+    return UserSimulator.from_pretrained(run_dir, device="cpu")
+
+
+def shuffled(record, seed=0):
+    """The same record with the words of every user turn shuffled."""
+    rng = random.Random(seed)
+    turns = []
+    for t in record["turns"]:
+        words = t["text"].split()
+        if t["role"] == "user":
+            rng.shuffle(words)
+        turns.append({"role": t["role"], "text": " ".join(words)})
+    return {**record, "turns": turns}
+
+
+def expected_token_count(record, tokenizer):
+    """Supervised tokens counted independently of the renderer: user texts + EOS, end marker + EOS."""
+    n = sum(len(tokenizer(t["text"], add_special_tokens=False)["input_ids"]) + 1
+            for t in record["turns"] if t["role"] == "user")
+    if record["end_of_conversation"]:
+        n += len(tokenizer(END_OF_CONVERSATION, add_special_tokens=False)["input_ids"]) + 1
+    return n
+
+
+def test_token_count_is_the_supervised_tokens(overfit_sim):
+    records = tiny_records()
+    rows = user_turn_nll(overfit_sim, records, show_progress=False)
+    assert [r["n_tokens"] for r in rows] == [expected_token_count(r, overfit_sim.tokenizer) for r in records]
+    assert [(r["user_id"], r["conversation_id"]) for r in rows] == [(r["user_id"], r["id"]) for r in records]
+    assert all(r["n_tokens_dropped"] == 0 and r["n_windows"] == 1 for r in rows)
+
+
+def test_nll_equals_the_models_own_loss_and_ignores_batching(overfit_sim):
+    records = tiny_records()
+    rows = user_turn_nll(overfit_sim, records, batch_size=3, show_progress=False)
+    single = user_turn_nll(overfit_sim, records, batch_size=1, show_progress=False)
+    for record, row, one in zip(records, rows, single):
+        ids, labels = record_tensors(record, overfit_sim.tokenizer)
+        with torch.no_grad():
+            loss = overfit_sim.model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+        assert row["nll_sum"] == pytest.approx(loss.item() * row["n_tokens"], rel=1e-4)
+        assert row["nll_sum"] == pytest.approx(one["nll_sum"], rel=1e-4)
+
+
+def test_overfit_text_scores_lower_than_shuffled_and_than_the_base(overfit_sim):
+    trained = tiny_records()[:2]
+
+    def per_token(rows):
+        return sum(r["nll_sum"] for r in rows) / sum(r["n_tokens"] for r in rows)
+
+    seen = per_token(user_turn_nll(overfit_sim, trained, show_progress=False))
+    mixed = per_token(user_turn_nll(overfit_sim, [shuffled(r) for r in trained], show_progress=False))
+    base = per_token(user_turn_nll(overfit_sim, trained, use_adapter=False, show_progress=False))
+    assert seen < mixed
+    assert seen < base
+
+
+def test_units_concatenate_to_the_training_tokenisation(overfit_sim):
+    for record in tiny_records():
+        units = record_units(record, overfit_sim.tokenizer)
+        ids, labels = record_tensors(record, overfit_sim.tokenizer)
+        assert [t for u, _ in units for t in u] == ids
+        assert [t for _, lab in units for t in lab] == labels
+
+
+def test_long_records_are_scored_in_windows_without_losing_tokens(overfit_sim):
+    records = tiny_records()
+    whole = user_turn_nll(overfit_sim, records, show_progress=False)
+    header = len(record_units(records[0], overfit_sim.tokenizer)[0][0])
+    windowed = user_turn_nll(overfit_sim, records, max_seq_len=header + 40, show_progress=False)
+    assert [r["n_tokens"] for r in windowed] == [r["n_tokens"] for r in whole]
+    assert any(r["n_windows"] > 1 for r in windowed)
+    assert all(r["n_tokens_dropped"] == 0 for r in windowed)
+    for record in records:
+        windows, _ = record_windows(record_units(record, overfit_sim.tokenizer), header + 40)
+        assert all(len(ids) <= header + 40 for ids, _ in windows)
+
+
+def test_tokens_that_cannot_fit_are_counted_as_dropped(overfit_sim):
+    record = tiny_records()[0]
+    header = len(record_units(record, overfit_sim.tokenizer)[0][0])
+    with pytest.warns(UserWarning, match="not scored"):
+        rows = user_turn_nll(overfit_sim, [record], max_seq_len=header + 3, show_progress=False)
+    total = expected_token_count(record, overfit_sim.tokenizer)
+    assert rows[0]["n_tokens_dropped"] > 0
+    assert rows[0]["n_tokens"] + rows[0]["n_tokens_dropped"] == total
+
+
+def test_perplexity_with_ci():
+    rows = [{"user_id": u, "conversation_id": f"c{i}", "nll_sum": nll, "n_tokens": n}
+            for i, (u, nll, n) in enumerate([("a", 10.0, 5), ("a", 4.0, 5), ("b", 30.0, 10), ("c", 2.0, 4)])]
+    out = perplexity_with_ci(rows, n_boot=300, seed=0)
+    assert out["perplexity"] == pytest.approx(math.exp(46.0 / 24))
+    assert out["ci_low"] <= out["perplexity"] <= out["ci_high"]
+    assert out["ci_low"] < out["ci_high"]
+    assert (out["n_tokens"], out["n_users"], out["n_conversations"]) == (24, 3, 4)
+    assert perplexity_with_ci(rows, n_boot=300, seed=0) == out
+    one_user = perplexity_with_ci([{**r, "user_id": "a"} for r in rows], n_boot=50, seed=0)
+    assert one_user["ci_low"] == pytest.approx(one_user["ci_high"])

@@ -1,0 +1,43 @@
+"""LoRA adapters via peft, with per-architecture default target modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from train.config import LoraSettings
+
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]
+# model_type -> module names adapted when lora.target_modules is empty.
+DEFAULT_TARGET_MODULES = {
+    **{t: ATTENTION + MLP for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3",
+                                    "gemma3_text", "olmo2", "smollm3", "granite", "cohere", "cohere2")},
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+}
+
+
+def target_modules_for(model: nn.Module, settings: LoraSettings) -> list[str]:
+    if settings.target_modules:
+        return list(settings.target_modules)
+    model_type = getattr(model.config, "model_type", "")
+    if model_type not in DEFAULT_TARGET_MODULES:
+        raise ValueError(f"no default LoRA target modules for model_type={model_type!r}; "
+                         "set lora.target_modules=[...] in the train config")
+    return DEFAULT_TARGET_MODULES[model_type]
+
+
+def wrap_with_lora(model: nn.Module, settings: LoraSettings) -> Any:
+    """A peft model with fresh LoRA adapters; the base weights are frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=target_modules_for(model, settings), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def trainable_state(model: nn.Module) -> dict[str, Any]:
+    """The trainable (adapter) parameters by their full names, detached on CPU."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}

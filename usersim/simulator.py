@@ -1,0 +1,407 @@
+"""The runtime: load a trained simulator (base LM + LoRA adapter) and write the next user turn.
+
+::
+
+    sim = UserSimulator.from_pretrained("runs/default/train")
+    turn = sim.respond([{"role": "assistant", "text": "Hi! How can I help?"}],
+                       goal="plan a weekend hike", style={"length": "short"}, seed=0)
+    turn.text, turn.ends_conversation
+
+Prompts are rendered by :mod:`data_prep.prompt_format` (``render_generation_prompt`` +
+``tokenize_segments``), i.e. exactly the tokenisation the simulator was trained on; nothing here
+re-implements the format. This module imports ``data_prep`` only.
+
+Sampling and seeds
+    Every row of a batch samples from its *own* ``torch.Generator`` (seeded from the call's seed and
+    the row), inside a logits processor: ``model.generate`` runs greedy over scores in which only
+    the sampled token survives. So a row's text depends on its own seed and its own logits, not on
+    which other rows share the batch or in what order. Same seed -> identical output. Batching can
+    still change a sampled token in rare cases, because padding changes floating-point rounding of
+    the logits (a draw that lands exactly on a probability boundary); greedy decoding
+    (``do_sample=False``) is unaffected in practice.
+
+Long histories
+    When the rendered prompt exceeds ``max_prompt_tokens``, whole turns are dropped from the *left*
+    (oldest first) until it fits; the condition header (persona, goal, knowledge, style) is always
+    kept. If the header alone is too long the prompt is used as is, with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+from data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, is_end_of_conversation,
+                                     render_generation_prompt, tokenize_segments)
+from data_prep.schema import ROLES, Turn, stable_hash
+
+# Defaults of respond / respond_batch; any key can be overridden through **generation.
+DEFAULT_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 0,
+                                      "max_new_tokens": 64}
+DEFAULT_MAX_PROMPT_TOKENS = 1024
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+@dataclass
+class SimulatorTurn:
+    """One generated user turn. ``tokens``: new tokens generated (the closing EOS included)."""
+
+    text: str
+    ends_conversation: bool
+    tokens: int
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed derived deterministically from ``parts`` (stable across processes)."""
+    return int(stable_hash(*parts, n_hex=16), 16) & ((1 << 63) - 1)
+
+
+def as_turns(history: Sequence[Turn | Mapping[str, Any]]) -> list[Turn]:
+    """History as :class:`Turn` objects; accepts ``Turn`` or ``{"role", "text"}`` dicts."""
+    turns = []
+    for i, t in enumerate(history):
+        turn = t if isinstance(t, Turn) else Turn(t["role"], t["text"])
+        if turn.role not in ROLES:
+            raise ValueError(f"history[{i}] has role {turn.role!r}; expected one of {ROLES}")
+        turns.append(turn)
+    return turns
+
+
+def make_condition(persona: str | None = None, goal: str | None = None,
+                   knowledge: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+                   style: Mapping[str, str] | None = None) -> Condition:
+    """A :class:`Condition` from friendly arguments.
+
+    ``knowledge`` is ``{"discloses": [...], "asks": [...]}`` or a plain list (= discloses);
+    ``style`` maps keys of ``STYLE_KEYS`` to buckets (e.g. ``{"length": "short"}``).
+    """
+    discloses: list[str] = []
+    asks: list[str] = []
+    if isinstance(knowledge, Mapping):
+        unknown = set(knowledge) - {"discloses", "asks"}
+        if unknown:
+            raise ValueError(f"knowledge keys {sorted(unknown)} not understood; use 'discloses' and 'asks'")
+        discloses = list(knowledge.get("discloses") or [])
+        asks = list(knowledge.get("asks") or [])
+    elif knowledge:
+        if isinstance(knowledge, str):
+            knowledge = [knowledge]
+        discloses = list(knowledge)
+    style = dict(style or {})
+    unknown = set(style) - set(STYLE_KEYS)
+    if unknown:
+        raise ValueError(f"style keys {sorted(unknown)} not understood; known: {list(STYLE_KEYS)}")
+    return Condition(persona=persona or "", goal=goal or "", knowledge_discloses=discloses,
+                     knowledge_asks=asks, style={k: v for k, v in style.items() if v})
+
+
+def clean_generated_text(text: str) -> str:
+    """The user turn from decoded text: cut where the model ran on into another turn's marker."""
+    for marker in (ASSISTANT_MARKER, USER_MARKER):
+        cut = text.find(marker)
+        if cut != -1:
+            text = text[:cut]
+    return text.strip()
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` for a batch of token id lists."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if len(p):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+class RowwiseSampler:
+    """Logits processor that samples each row with its own generator (temperature, top-k, top-p).
+
+    Returns scores that are ``-inf`` except at the sampled token, so ``generate`` in greedy mode
+    emits exactly the sample. The draw for row ``i`` at step ``t`` uses only row ``i``'s generator,
+    which makes the output independent of the batch composition.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p, self.top_k = float(temperature), float(top_p), int(top_k or 0)
+
+    # top-p only: the nucleus is looked for among this many top tokens first (a partial top-k is much
+    # cheaper than sorting a 262k vocabulary); rows whose nucleus is wider fall back to a full sort.
+    candidates = 1024
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        vocab = probs.shape[-1]
+        if self.top_k and self.top_k < vocab:  # top-k first, renormalised (then top-p within it)
+            top, order = torch.topk(probs, self.top_k, dim=-1)
+            top = top / top.sum(-1, keepdim=True)
+        elif self.top_p < 1.0:
+            top, order = torch.topk(probs, min(self.candidates, vocab), dim=-1)
+            if top.shape[-1] < vocab and bool((top.sum(-1) < self.top_p).any()):
+                top, order = torch.sort(probs, dim=-1, descending=True)
+        else:  # plain sampling from the full distribution: no ordering needed
+            top, order = probs, None
+        if self.top_p < 1.0:  # nucleus: the smallest prefix whose mass reaches top_p (top token always kept)
+            top = top.masked_fill(top.cumsum(-1) - top >= self.top_p, 0.0)
+        cumulative = top.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(scores.device)
+        target = (u * cumulative[:, -1]).unsqueeze(-1)
+        pick = torch.searchsorted(cumulative, target, right=True).clamp_(max=cumulative.shape[-1] - 1)
+        # never pick a zero-probability entry (rounding at the very end of the cumulative sum)
+        last_positive = (top > 0).long().cumsum(-1).argmax(-1, keepdim=True)
+        pick = torch.minimum(pick, last_positive)
+        token = pick if order is None else order.gather(-1, pick)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r} not understood; use float32, bfloat16 or float16") from None
+
+
+def _resolve_base_path(run_dir: Path, base_model: str | None) -> str:
+    """Where the base checkpoint is: the override, base_model.json's path, or adapter_config's base."""
+    if base_model:
+        return str(base_model)
+    info_file = run_dir / "base_model.json"
+    if info_file.is_file():
+        path = Path(json.loads(info_file.read_text())["path"]).expanduser()
+        candidates = [path] if path.is_absolute() else [run_dir / path, path]
+        for cand in candidates:
+            if cand.is_dir():
+                return str(cand)
+        raise FileNotFoundError(
+            f"{info_file} names base model {str(path)!r}, which is not a directory here; "
+            "rebuild it (usersim train converts the base once) or pass base_model=<local checkpoint dir>")
+    config_file = run_dir / "adapter_config.json"
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{run_dir} has no base_model.json and {config_file} names no base model; pass base_model=")
+    return str(base)
+
+
+def _download_adapter_repo(repo_id: str) -> Path:
+    """snapshot_download of a published adapter repo, with a clear error when it cannot be reached."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+    except Exception as exc:  # offline, unknown repo, no access: the message must say what to do
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        hint = ("HF_HUB_OFFLINE is set, so nothing can be downloaded: pass a local train run directory"
+                if offline else "check the repo id, your network and (for private repos) `hf auth login`")
+        raise OSError(f"{repo_id!r} is not a local directory and could not be fetched from the Hub "
+                      f"({type(exc).__name__}); {hint}") from None
+
+
+# ----------------------------------------------------------------------------- the runtime
+
+
+class UserSimulator:
+    """A causal LM (optionally with a LoRA adapter) that writes the next *user* turn of a chat."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; the simulator format ends every turn with EOS")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = int(max_prompt_tokens)
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, run_dir_or_repo: str | os.PathLike, base_model: str | None = None,
+                        device: str | None = None, dtype: str | torch.dtype | None = None,
+                        trust_remote_code: bool = False,
+                        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS) -> "UserSimulator":
+        """Load base + adapter from a train run directory (or a published adapter repo id).
+
+        The base is ``base_model`` if given, else ``base_model.json``'s ``path`` (relative paths are
+        resolved against the run dir), else ``adapter_config.json``'s ``base_model_name_or_path``.
+        Weights are loaded from safetensors only.
+        """
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        run_dir = Path(run_dir_or_repo).expanduser()
+        if not run_dir.is_dir():
+            if str(run_dir_or_repo).count("/") != 1 or str(run_dir_or_repo).startswith((".", "/", "~")):
+                raise FileNotFoundError(f"{run_dir_or_repo!r} is neither a train run directory nor a Hub repo id "
+                                        "(owner/name)")
+            run_dir = _download_adapter_repo(str(run_dir_or_repo))
+        missing = [f for f in ADAPTER_FILES if not (run_dir / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{run_dir} lacks {missing}: is it a finished `usersim train` run directory?")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        base = cls._load_base(_resolve_base_path(run_dir, base_model), device, dtype, trust_remote_code)
+        model = PeftModel.from_pretrained(base, str(run_dir), is_trainable=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(run_dir), trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, max_prompt_tokens=max_prompt_tokens)
+
+    @classmethod
+    def from_base(cls, path_or_model: Any, tokenizer: Any = None, device: str | None = None,
+                  dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
+                  max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS) -> "UserSimulator":
+        """A simulator without adapter (the untuned-base baseline): a model object or checkpoint dir."""
+        from transformers import AutoTokenizer
+
+        if isinstance(path_or_model, (str, os.PathLike)):
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = cls._load_base(str(path_or_model), device, dtype, trust_remote_code)
+            tokenizer = tokenizer if tokenizer is not None else str(path_or_model)
+        else:
+            model = path_or_model
+            if tokenizer is None:
+                raise ValueError("from_base(model_object, tokenizer): the tokenizer is required with a model object")
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, max_prompt_tokens=max_prompt_tokens)
+
+    @staticmethod
+    def _load_base(path: str, device: str, dtype: str | torch.dtype | None, trust_remote_code: bool) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                     dtype=_resolve_dtype(dtype, device))
+        return model.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def has_adapter(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
+
+    @contextlib.contextmanager
+    def adapter_disabled(self) -> Iterator["UserSimulator"]:
+        """Inside the block the same loaded model acts as the untuned base (no-op without adapter)."""
+        if not self.has_adapter:
+            yield self
+            return
+        with self.model.disable_adapter():
+            yield self
+
+    # -- prompts -------------------------------------------------------------------------------
+    def prompt_ids(self, history: Sequence[Turn | Mapping[str, Any]], condition: Condition | None = None) -> list[int]:
+        """Token ids of the generation prompt, left-truncated at turn boundaries to max_prompt_tokens."""
+        condition = condition or Condition()
+        turns = as_turns(history)
+        ids, _ = tokenize_segments(render_generation_prompt(condition, turns), self.tokenizer)
+        if len(ids) <= self.max_prompt_tokens or not turns:
+            return self._warn_if_long(ids)
+        # Each segment is tokenised on its own, so the prompt length is additive over turns:
+        # header + sum(turn lengths) + final marker. Drop the oldest turns until it fits.
+        lengths = [len(tokenize_segments(render_generation_prompt(condition, [t]), self.tokenizer)[0]) for t in turns]
+        base = len(tokenize_segments(render_generation_prompt(condition, []), self.tokenizer)[0])
+        per_turn = [n - base for n in lengths]
+        total, start = len(ids), 0
+        while start < len(turns) and total > self.max_prompt_tokens:
+            total -= per_turn[start]
+            start += 1
+        ids, _ = tokenize_segments(render_generation_prompt(condition, turns[start:]), self.tokenizer)
+        return self._warn_if_long(ids)
+
+    def _warn_if_long(self, ids: list[int]) -> list[int]:
+        if len(ids) > self.max_prompt_tokens:
+            warnings.warn(f"the condition header alone is {len(ids)} tokens, over max_prompt_tokens="
+                          f"{self.max_prompt_tokens}; using the prompt untruncated", stacklevel=3)
+        return ids
+
+    # -- generation ----------------------------------------------------------------------------
+    def respond(self, history: Sequence[Turn | Mapping[str, Any]], persona: str | None = None, goal: str | None = None,
+                knowledge: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+                style: Mapping[str, str] | None = None, seed: int | None = None, **generation: Any) -> SimulatorTurn:
+        """The next user turn after ``history`` (or an explicit end of conversation)."""
+        condition = make_condition(persona, goal, knowledge, style)
+        return self.respond_batch([history], [condition], seed=seed, **generation)[0]
+
+    def respond_batch(self, histories: Sequence[Sequence[Turn | Mapping[str, Any]]],
+                      conditions: Sequence[Condition | None] | None = None,
+                      seed: int | Sequence[int] | None = None, **generation: Any) -> list[SimulatorTurn]:
+        """Next user turns for many conversations at once (left padding, KV cache, one forward per step).
+
+        ``seed``: an int (row ``i`` samples with ``derive_seed(seed, i)``), a list of per-row seeds,
+        or None (seeds drawn from torch's global RNG). ``generation`` overrides DEFAULT_GENERATION
+        and is passed on to ``model.generate`` (e.g. ``do_sample=False``, ``max_new_tokens=32``).
+        """
+        if conditions is None:
+            conditions = [None] * len(histories)
+        if len(conditions) != len(histories):
+            raise ValueError(f"{len(histories)} histories but {len(conditions)} conditions")
+        prompts = [self.prompt_ids(h, c) for h, c in zip(histories, conditions)]
+        if seed is None:
+            seeds: list[int] | None = None
+        elif isinstance(seed, int):
+            seeds = [derive_seed(seed, i) for i in range(len(prompts))]
+        else:
+            seeds = [int(s) for s in seed]
+        return self.generate_from_prompt_ids(prompts, seeds=seeds, **generation)
+
+    @torch.inference_mode()
+    def generate_from_prompt_ids(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int] | None = None,
+                                 **generation: Any) -> list[SimulatorTurn]:
+        """Generate from already-tokenised prompts (one seed per row when sampling)."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        if not prompts:
+            return []
+        options = {**DEFAULT_GENERATION, **generation}
+        do_sample = bool(options.pop("do_sample"))
+        temperature, top_p, top_k = options.pop("temperature"), options.pop("top_p"), options.pop("top_k")
+        max_new_tokens = int(options.pop("max_new_tokens"))
+        processors = LogitsProcessorList(options.pop("logits_processor", None) or [])
+        if do_sample:
+            if seeds is None:
+                seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+            if len(seeds) != len(prompts):
+                raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+            processors.append(RowwiseSampler(seeds, temperature=temperature, top_p=top_p, top_k=top_k))
+        tok = self.tokenizer
+        # A fresh greedy config: the checkpoint's generation_config (do_sample, top_k, ...) must not leak in.
+        # temperature/top_k/top_p are transformers' neutral global defaults (sampling happens in RowwiseSampler);
+        # other options (min_new_tokens, repetition_penalty, ...) become GenerationConfig fields.
+        config = GenerationConfig(**{"use_cache": True, "temperature": 1.0, "top_k": 50, "top_p": 1.0, **options,
+                                     "max_new_tokens": max_new_tokens, "do_sample": False,
+                                     "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                                     "bos_token_id": tok.bos_token_id})
+        ids, mask = left_pad(prompts, tok.pad_token_id)
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  generation_config=config, logits_processor=processors)
+        return [self._to_turn(row) for row in out[:, ids.shape[1]:].tolist()]
+
+    def _to_turn(self, new_ids: list[int]) -> SimulatorTurn:
+        eos = self.tokenizer.eos_token_id
+        n = new_ids.index(eos) + 1 if eos in new_ids else len(new_ids)
+        text = clean_generated_text(self.tokenizer.decode(new_ids[:n], skip_special_tokens=True))
+        if is_end_of_conversation(text):
+            return SimulatorTurn(text="", ends_conversation=True, tokens=n)
+        return SimulatorTurn(text=text, ends_conversation=False, tokens=n)
