@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    X
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine; 0 = torch's default)")
     p.add_argument("--results-dir", default=None)
     args = p.parse_args(argv)
     torch.manual_seed(0)

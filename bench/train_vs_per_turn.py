@@ -108,6 +108,8 @@ def bench_set(name: str, origin: str, records: list[dict[str, Any]], spec: dict[
         rows.append({
             "set": name, "contender": c, "conversations": len(examples),
             "mean_user_turns": statistics.mean(user_turns),
+            # supervised spans actually trained per conversation after max_seq_len (user turns + end target)
+            "targets_per_conversation": equality["per_turn_samples"] / len(examples),
             "tokens_per_epoch": first["tokens_slots"], "non_pad_share": first["tokens_real"] / max(1, first["tokens_slots"]),
             "supervised_tokens": first["tokens_supervised"], "steps_per_epoch": first["steps_per_epoch"],
             "seconds_per_epoch": sec, f"speedup_vs_{ref}": ref_s / sec,
@@ -115,7 +117,8 @@ def bench_set(name: str, origin: str, records: list[dict[str, Any]], spec: dict[
             "rss_before_train_mb": statistics.median(x["rss_before_train_mb"] for x in rs),
             "train_loss_last_epoch": first["train_loss_per_epoch"][-1],
         })
-    return {"set": name, "origin": origin, "model": spec, "equality": equality, "rows": rows, "runs": runs}
+    return {"set": name, "origin": origin, "model": spec, "max_seq_len": args.max_seq_len,
+            "max_tokens": args.max_tokens, "equality": equality, "rows": rows, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sharegpt-max-chars", type=int, default=6000, help="skip longer ShareGPT conversations")
     p.add_argument("--curve-k", default="2,4,8,16", help="user turns per conversation for the curve")
     p.add_argument("--curve-conversations", type=int, default=16)
+    p.add_argument("--curve-max-seq-len", type=int, default=4096,
+                   help="max_seq_len (and row size) for the curve sets, so k=16 conversations are not cut")
     p.add_argument("--contenders", default=",".join(CONTENDERS))
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
@@ -151,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         texts = [t for recs, _ in sets.values() for t in all_texts(recs)]
         spec = {"kind": "tiny", "hidden": args.tiny_hidden, "layers": args.tiny_layers, "seed": args.seed}
         tok_dir = tokenizer_dir(spec, texts, tmp)
+        curve_args = argparse.Namespace(**{**vars(args), "max_seq_len": args.curve_max_seq_len,
+                                           "max_tokens": max(args.max_tokens, args.curve_max_seq_len)})
         for name, (records, origin) in sets.items():
-            results.append(bench_set(name, origin, records, spec, tok_dir, args, contenders))
+            set_args = curve_args if name.startswith("k=") else args
+            results.append(bench_set(name, origin, records, spec, tok_dir, set_args, contenders))
         if args.gemma:
             from bench.gemma_base import gemma_checkpoint
 
@@ -167,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(bench_set(f"{name} (gemma)", origin, records[:args.gemma_conversations], gspec,
                                              str(path), gargs, [c for c in contenders if c != "per_turn_plain"]))
     rows = [r for res in results for r in res["rows"]]
-    cols = ["set", "contender", "conversations", "mean_user_turns", "tokens_per_epoch", "non_pad_share",
+    cols = ["set", "contender", "conversations", "mean_user_turns", "targets_per_conversation", "tokens_per_epoch", "non_pad_share",
             "supervised_tokens", "seconds_per_epoch", "speedup_vs_per_turn_trl", "peak_rss_mb", "rss_before_train_mb"]
     table = format_table(rows, cols)
     eq_rows = [{"set": r["set"], **{k: v for k, v in r["equality"].items()}} for r in results]

@@ -37,6 +37,7 @@ class EvalConfig:
     perplexity: bool = True  # score the real user turns under simulator and base
     perplexity_batch_size: int = 8  # windows per forward pass
     perplexity_max_seq_len: int = 1024  # longer records are scored in windows of this many tokens
+    perplexity_max_conversations: int = 0  # score only the first N sampled conversations (0 = all of them)
 
     # Discriminators and statistics
     neural_discriminator: bool = True  # also run the MiniLM-embedding discriminator (slower)

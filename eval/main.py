@@ -230,6 +230,8 @@ def simulate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]], gen: di
 def perplexity_metrics(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]]) -> list[Metric]:
     from eval.perplexity import user_turn_nll
 
+    if cfg.perplexity_max_conversations > 0:
+        records = records[:cfg.perplexity_max_conversations]
     out = []
     for system, use_adapter in ((SIMULATOR, True), (BASE, False)):
         rows = user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,

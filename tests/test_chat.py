@@ -14,7 +14,7 @@ import torch
 from data_prep.prompt_format import Condition
 from data_prep.schema import ASSISTANT, USER, Turn
 from tiny_run import build_tiny_run
-from usersim.chat import END_LINE, QUIT_LINE, USER_LABEL, parse_style, run_chat
+from usersim.chat import END_LINE, QUIT_LINE, USER_LABEL, cli, parse_style, run_chat
 from usersim.simulator import SimulatorTurn, UserSimulator
 
 torch.set_num_threads(1)
@@ -103,8 +103,54 @@ def test_usersim_chat_through_stdin(run_dir):
     assert QUIT_LINE in proc.stdout or END_LINE in proc.stdout
 
 
-def test_usersim_chat_bad_style_is_a_clear_error(run_dir):
-    proc = subprocess.run([sys.executable, "-m", "usersim.chat", str(run_dir), "--style", "colour=red"],
-                          capture_output=True, text=True, timeout=240, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.returncode == 2 and "colour" in proc.stderr
+def test_usersim_chat_bad_arguments_are_clear_errors(tmp_path, capsys):
+    assert cli([str(tmp_path), "--style", "colour=red"]) == 2
+    assert "colour" in capsys.readouterr().err
+    assert cli([str(tmp_path)]) == 1  # not a run directory: a message, not a traceback
+    assert "adapter_model.safetensors" in capsys.readouterr().err
+
+
+def _read_until(fd, needle, deadline_s=180.0):
+    import select
+    import time
+
+    buf, end = b"", time.monotonic() + deadline_s
+    while needle.encode() not in buf:
+        if time.monotonic() > end:
+            raise AssertionError(f"no {needle!r} in terminal output: {buf.decode(errors='replace')!r}")
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode(errors="replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_usersim_chat_in_a_terminal(run_dir):
+    import pty
+
+    argv = [sys.executable, "-m", "usersim.chat", str(run_dir), "--no-user-first", "--max-new-tokens", "4"]
+    pid, fd = pty.fork()
+    if pid == 0:  # child: run the chat on the pseudo-terminal
+        try:
+            os.chdir(REPO)
+            os.execve(sys.executable, argv, {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+        finally:
+            os._exit(127)  # only reached if exec failed: never continue pytest in the child
+    try:
+        assert "Assistant (you): " in _read_until(fd, "Assistant (you): ")
+        os.write(fd, b"hello there\r")
+        reply = _read_until(fd, "Assistant (you): ")  # the simulator answered (or ended) and prompts again
+        assert USER_LABEL in reply or END_LINE in reply
+        if END_LINE not in reply:
+            os.write(fd, b"/quit\r")
+            assert QUIT_LINE in _read_until(fd, QUIT_LINE)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        os.close(fd)

@@ -55,7 +55,7 @@ def write_data_run(root: Path, records: list[dict]) -> Path:
 
 def test_every_eval_yaml_loads_and_starts_with_its_command():
     paths = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
-    assert {p.name for p in paths} >= {"default.yaml", "smoke.yaml"}
+    assert {p.name for p in paths} >= {"default.yaml", "smoke.yaml", "full.yaml"}
     for p in paths:
         cfg = load_config(EvalConfig, p)
         assert p.read_text().startswith("# usersim eval --config configs/eval/" + p.name)

@@ -48,9 +48,10 @@ def test_results_do_not_depend_on_batch_size_or_item_order(sim, items):
 def test_use_adapter_false_is_the_untuned_base(sim, run_dir, items):
     base_sim = UserSimulator.from_base(run_dir.parent / "base_model", device="cpu")
     kwargs = dict(seed=1, batch_size=4, max_new_tokens=12, show_progress=False)
+    tuned_before = generate_turns(sim, items, **kwargs)
     base_out = generate_turns(sim, items, use_adapter=False, **kwargs)
     assert base_out == generate_turns(base_sim, items, **kwargs)
-    assert sim.has_adapter and not sim.model._adapters_disabled  # the switch is closed again afterwards
+    assert generate_turns(sim, items, **kwargs) == tuned_before  # the adapter is back on afterwards
 
 
 def test_conditions_override_the_items_condition(sim, items, monkeypatch):

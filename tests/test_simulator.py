@@ -168,6 +168,13 @@ def test_base_model_json_relative_path_and_override(run_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="base_model="):
         UserSimulator.from_pretrained(moved, device="cpu")
     assert UserSimulator.from_pretrained(moved, base_model=str(moved / "base_model"), device="cpu").has_adapter
+    # adapter_config.json's base_model_name_or_path is the fallback (e.g. a published repo without the base)
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(moved / "base_model")
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    assert UserSimulator.from_pretrained(moved, device="cpu").has_adapter
+    (moved / "base_model.json").unlink()
+    assert UserSimulator.from_pretrained(moved, device="cpu").has_adapter
 
 
 def test_missing_run_dir_and_offline_repo_fail_clearly(tmp_path):
@@ -196,3 +203,18 @@ def test_checkpoint_generation_config_does_not_leak(run_dir):
 def test_extra_generation_options_reach_generate(sim):
     turn = sim.respond(histories()[0], seed=0, max_new_tokens=9, min_new_tokens=9)
     assert turn.tokens == 9
+
+
+def test_rowwise_sampler_nucleus_and_candidate_fallback_agree():
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    picks = [RowwiseSampler([s], top_p=0.5)(None, probs.log()).argmax(-1).item() for s in range(300)]
+    assert set(picks) == {0, 1}  # the nucleus of mass 0.5 is the two top tokens
+    assert 0.45 < picks.count(0) / len(picks) < 0.70  # renormalised: 0.4 / 0.7 = 0.57
+    torch.manual_seed(0)
+    peaked, flat = torch.randn(3, 64) * 8, torch.randn(3, 64) * 0.1
+    assert bool((torch.topk(torch.softmax(peaked, -1), 16).values.sum(-1) >= 0.9).all())  # nucleus within 16
+    for scores in (peaked, flat):  # peaked: the 16-candidate path; flat: its full-sort fallback
+        full, partial = RowwiseSampler(range(3), top_p=0.9), RowwiseSampler(range(3), top_p=0.9)
+        partial.candidates = 16
+        for _ in range(20):
+            assert torch.equal(full(None, scores), partial(None, scores))

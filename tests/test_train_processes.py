@@ -58,7 +58,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
     def load_train_config(overrides):
         return load_config(TrainConfig, REPO / "configs/train/smoke.yaml", overrides)
 
-    args = [f"data_dir={data_dir}", "max_steps=40", "save_steps=3", "eval_steps=0", *TINY]
+    args = [f"data_dir={data_dir}", "max_steps=16", "save_steps=2", "eval_steps=0", *TINY]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "train.main", "--config", "configs/train/smoke.yaml",
                              "--output_dir", str(killed), *args], cwd=REPO, env=env(),
@@ -75,6 +75,6 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
     main(load_train_config([*args, f"output_dir={tmp_path / 'reference'}"]))
     resumed = json.loads((killed / "train_metrics.json").read_text())
     reference = json.loads((tmp_path / "reference" / "train_metrics.json").read_text())
-    assert resumed["steps"] == reference["steps"] == 40
+    assert resumed["steps"] == reference["steps"] == 16
     assert abs(resumed["final_loss"] - reference["final_loss"]) < 1e-4
     assert abs(resumed["eval_loss"] - reference["eval_loss"]) < 1e-4

@@ -211,8 +211,8 @@ def training_texts(cfg: TrainConfig) -> list[str]:
     from datasets import load_from_disk
 
     train = load_from_disk(str(Path(cfg.data_dir) / "dataset"))["train"]
-    if cfg.max_train_records:
-        train = train.select(range(min(cfg.max_train_records, len(train))))
+    if cfg.max_train_records and cfg.max_train_records < len(train):
+        train = train.shuffle(seed=cfg.seed).select(range(cfg.max_train_records))
     return [t["text"] for turns in train["turns"] for t in turns]
 
 

@@ -51,8 +51,8 @@ class TrainConfig:
     # --- data ---
     max_seq_len: int = 1024  # longer records are cut from the left at turn boundaries, header kept
     condition_dropout: float = 0.3  # probability of blanking each conditioning field, per record and epoch
-    max_train_records: int = 0  # use only the first N training records (0 = all)
-    max_eval_records: int = 0  # use only the first N validation records (0 = all)
+    max_train_records: int = 0  # use a seeded random sample of N training records (0 = all)
+    max_eval_records: int = 0  # use a seeded random sample of N validation records (0 = all)
     # Tokens per packed row (one micro-batch): records are concatenated, position_ids restart per
     # record and attention never crosses a record boundary. Must be >= max_seq_len.
     max_tokens_per_batch: int = 4096
@@ -73,6 +73,7 @@ class TrainConfig:
     # --- logging, eval, checkpoints ---
     logging_steps: int = 10  # print a progress line every N steps
     eval_steps: int = 0  # validation loss every N steps (0 = only at the end)
+    eval_at_start: bool = False  # also measure the validation loss of the untouched base (step 0)
     save_steps: int = 0  # checkpoint every N steps under RUN_DIR/checkpoints/ (0 = none)
     save_total_limit: int = 2  # keep only the newest N checkpoints
     resume_from_checkpoint: str = ""  # "" = fresh, "auto" = newest complete checkpoint in RUN_DIR, or a path

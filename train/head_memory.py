@@ -4,7 +4,8 @@
 
 Each measurement runs in a fresh process (peak RSS only grows within a process), alternating
 supervised-only / full so machine noise hits both alike. A process loads the base model + LoRA,
-packs validation records into one row of ``--tokens`` tokens, notes its RSS, runs forward +
+packs validation records into one row of ``--tokens`` tokens, runs a tiny forward so every weight
+is resident, notes its RSS, runs forward +
 backward once and reports (peak RSS - RSS before the step) and the step time; on a GPU it reports
 torch.cuda.max_memory_allocated instead of RSS. Prints one JSON line per run and a summary.
 """
@@ -47,6 +48,8 @@ def one_step(mode: str, data_dir: str, tokens: int, base_model: str) -> dict:
     batch = {k: v.to(device) for k, v in collate_packed([examples[i] for i in row]).items()}
     n_real = batch["input_ids"].numel()
     n_sup = int((batch["labels"][:, 1:] != -100).sum())
+    with torch.no_grad():  # fault in every (memory-mapped) weight first, with a tiny input
+        model(input_ids=batch["input_ids"][:, :8], use_cache=False)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

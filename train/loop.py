@@ -113,6 +113,10 @@ def train_loop(accelerator: Any, peft_model: torch.nn.Module, cfg: TrainConfig, 
     elif cfg.resume_from_checkpoint == "auto":
         log("resume_from_checkpoint=auto: no complete checkpoint found, starting fresh")
     log(f"rank {rank}/{world}: {steps_per_epoch} steps/epoch, {total_steps} steps in total", all_ranks=True)
+    if cfg.eval_at_start and history.step == 0:
+        val = evaluate(accelerator, loss_model, eval_examples, cfg, pad_id)
+        history.eval_losses.append([0, val])
+        log(f"step 0 (base model) eval_loss {val:.4f}")
 
     from tqdm.auto import tqdm
 

@@ -8,6 +8,7 @@ loss_curve.png (docs/contracts.md).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,10 +43,12 @@ def load_records(cfg: TrainConfig) -> tuple[list[dict[str, Any]], list[dict[str,
                                 f"--output_dir {cfg.data_dir}), or set data_dir=")
     ds = load_from_disk(str(path))
     train, val = ds["train"], ds["validation"]
-    if cfg.max_train_records:
-        train = train.select(range(min(cfg.max_train_records, len(train))))
-    if cfg.max_eval_records:
-        val = val.select(range(min(cfg.max_eval_records, len(val))))
+    # Subsets are seeded random samples, not the first rows (the data stage writes both participant
+    # views of a chat next to each other).
+    if cfg.max_train_records and cfg.max_train_records < len(train):
+        train = train.shuffle(seed=cfg.seed).select(range(cfg.max_train_records))
+    if cfg.max_eval_records and cfg.max_eval_records < len(val):
+        val = val.shuffle(seed=cfg.seed).select(range(cfg.max_eval_records))
     return train.to_list(), val.to_list()
 
 
@@ -85,6 +88,9 @@ def main(cfg: TrainConfig) -> Path:
         raise ValueError(f"max_tokens_per_batch={cfg.max_tokens_per_batch} < max_seq_len={cfg.max_seq_len}")
     if accelerator.is_main_process:
         write_run_dir_header(run_dir, cfg, cfg.seed, "train", {"world_size": accelerator.num_processes})
+        if not cfg.resume_from_checkpoint and (run_dir / "checkpoints").is_dir():
+            # A fresh run: an older run's checkpoints must not be picked up by a later resume=auto.
+            shutil.rmtree(run_dir / "checkpoints")
     accelerator.wait_for_everyone()
     train_records, val_records = load_records(cfg)
     log(f"{len(train_records)} training / {len(val_records)} validation records from {cfg.data_dir}")

@@ -187,24 +187,34 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 
 
 def _resolve_base_path(run_dir: Path, base_model: str | None) -> str:
-    """Where the base checkpoint is: the override, base_model.json's path, or adapter_config's base."""
+    """Where the base checkpoint is: the override, base_model.json's path, or adapter_config's base.
+
+    adapter_config.json's ``base_model_name_or_path`` is used when base_model.json is absent, or
+    names no existing directory while adapter_config names an existing directory or a Hub id
+    (``owner/name``, e.g. a published adapter repo whose base is not bundled).
+    """
     if base_model:
         return str(base_model)
+    config_file = run_dir / "adapter_config.json"
+    peft_base = str(json.loads(config_file.read_text()).get("base_model_name_or_path") or "")
+    peft_base_usable = bool(peft_base) and (Path(peft_base).expanduser().is_dir() or (
+        peft_base.count("/") == 1 and not peft_base.startswith((".", "/", "~"))))
     info_file = run_dir / "base_model.json"
     if info_file.is_file():
-        path = Path(json.loads(info_file.read_text())["path"]).expanduser()
+        info = json.loads(info_file.read_text())
+        path = Path(str(info.get("path") or "")).expanduser()
         candidates = [path] if path.is_absolute() else [run_dir / path, path]
         for cand in candidates:
-            if cand.is_dir():
+            if str(path) not in ("", ".") and cand.is_dir():
                 return str(cand)
-        raise FileNotFoundError(
-            f"{info_file} names base model {str(path)!r}, which is not a directory here; "
-            "rebuild it (usersim train converts the base once) or pass base_model=<local checkpoint dir>")
-    config_file = run_dir / "adapter_config.json"
-    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    if not base:
+        if not peft_base_usable:
+            note = f" ({info['note']})" if info.get("note") else ""
+            raise FileNotFoundError(
+                f"{info_file} names base model {str(path)!r}, which is not a directory here{note}; "
+                "rebuild it (usersim train converts the base once) or pass base_model=<local checkpoint dir>")
+    if not peft_base:
         raise ValueError(f"{run_dir} has no base_model.json and {config_file} names no base model; pass base_model=")
-    return str(base)
+    return peft_base
 
 
 def _download_adapter_repo(repo_id: str) -> Path:

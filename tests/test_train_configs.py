@@ -1,0 +1,31 @@
+"""Every train/accelerate YAML loads into its schema and starts with the command that runs it."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_prep.stage_config import ConfigError, load_config
+from train.config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_train_configs_load_and_name_their_command(path):
+    cfg = load_config(TrainConfig, path)
+    assert path.read_text().startswith("# ") and "train.main" in path.read_text().splitlines()[0]
+    assert cfg.max_tokens_per_batch >= cfg.max_seq_len
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_parse_and_name_their_command(path):
+    data = yaml.safe_load(path.read_text())
+    assert path.read_text().startswith("# ") and "accelerate launch" in path.read_text().splitlines()[0]
+    assert data["num_processes"] >= 1 and "distributed_type" in data
+
+
+def test_unknown_train_key_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_config(TrainConfig, None, ["learning_rat=0.1"])
+    assert load_config(TrainConfig, None, ["lora.r=4"]).lora.r == 4
