@@ -1,9 +1,11 @@
 """Benchmark 4: batched generation (KV cache, left padding) vs one prompt at a time.
 
 Eval's simulation step writes the next user turn for every held-out per-turn item. This compares
-``UserSimulator.respond_batch`` on batches of items with ``UserSimulator.respond`` called once per
-item, on the same items, the same per-row seeds (so both produce the same turns) and the same
-``max_new_tokens``, alternating the two in one run. Tokens/s counts the generated tokens each
+that step as eval runs it (``eval.simulate.generate_turns``: prompts ordered by length, batches of
+16 through ``UserSimulator.generate_from_prompt_ids``, the engine of ``respond_batch``) with one
+item at a time (``respond`` semantics: ``respond_batch`` on a single row), on the same items, the
+same per-row seeds (so both produce the same turns) and the same ``max_new_tokens``, alternating
+the two in one run. Tokens/s counts the generated tokens each
 turn keeps (up to and including its EOS, ``SimulatorTurn.tokens``); the steps a finished row
 spends waiting for the rest of its batch are time, not tokens.
 
@@ -28,6 +30,7 @@ from bench.gemma_base import gemma_checkpoint
 from bench.harness import alternate, format_table, machine_info, median_of, write_result
 from data_prep.prompt_format import Condition
 from data_prep.records import per_turn_items
+from eval.simulate import generate_turns
 from usersim.simulator import UserSimulator, derive_seed
 
 def eval_items(source: str, n_items: int) -> tuple[list[dict], list[str]]:
@@ -60,25 +63,21 @@ def bench_model(name: str, items: list[dict], texts: list[str], batch_size: int,
     sim = load_simulator(name, texts)
     histories = [it["history"] for it in items]
     conditions = [Condition.from_row(it["condition"]) for it in items]
-    seeds = [derive_seed(i, 0) for i in range(len(items))]  # respond(seed=i) samples with derive_seed(i, 0)
+    # eval.simulate.generate_turns seeds row (item i, sample 0) with derive_seed(seed, item id, 0)
+    seeds = [derive_seed(0, it.get("id", i), 0) for i, it in enumerate(items)]
     gen = {"max_new_tokens": max_new_tokens}
 
     def batched() -> dict:
         t0 = time.perf_counter()
-        turns = []
-        for s in range(0, len(items), batch_size):
-            turns += sim.respond_batch(histories[s:s + batch_size], conditions[s:s + batch_size],
-                                       seed=seeds[s:s + batch_size], **gen)
+        turns = [t[0] for t in generate_turns(sim, items, seed=0, batch_size=batch_size, show_progress=False, **gen)]
         dt = time.perf_counter() - t0
         return {"seconds": dt, "tokens": sum(t.tokens for t in turns), "texts": [t.text for t in turns]}
 
     def one_at_a_time() -> dict:
         t0 = time.perf_counter()
-        turns = []
-        for i, (h, c) in enumerate(zip(histories, conditions)):
-            turns.append(sim.respond(h, persona=c.persona, goal=c.goal,
-                                     knowledge={"discloses": c.knowledge_discloses, "asks": c.knowledge_asks},
-                                     style=c.style, seed=i, **gen))
+        # UserSimulator.respond(h, ...) is respond_batch([h], [condition], seed) for one row; called the
+        # same way here so each row gets the very seed eval's batched path gives it.
+        turns = [sim.respond_batch([h], [c], seed=[s], **gen)[0] for h, c, s in zip(histories, conditions, seeds)]
         dt = time.perf_counter() - t0
         return {"seconds": dt, "tokens": sum(t.tokens for t in turns), "texts": [t.text for t in turns]}
 
@@ -108,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gemma-repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine; 0 = torch's default)")
     p.add_argument("--results-dir", default=None)
     args = p.parse_args(argv)
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         n = args.items if name == "tiny" else args.gemma_items
         items, texts = eval_items(args.source, n)
-        rows.append(bench_model(name, items, texts, args.batch_size, args.max_new_tokens, args.repeats))
+        repeats = args.repeats if name == "tiny" else args.gemma_repeats
+        rows.append(bench_model(name, items, texts, args.batch_size, args.max_new_tokens, repeats))
     cols = ["model", "items", "batch_size", "max_new_tokens", "mean_prompt_tokens", "one_at_a_time_tokens_per_s",
             "batched_tokens_per_s", "speedup", "identical_outputs"]
     table = format_table(rows, cols)

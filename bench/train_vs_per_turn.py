@@ -102,6 +102,7 @@ def bench_set(name: str, origin: str, records: list[dict[str, Any]], spec: dict[
     rows = []
     ref = "per_turn_trl" if "per_turn_trl" in runs else contenders[-1]
     ref_s = statistics.median(x["seconds_per_epoch"] for x in runs[ref])
+    plain_s = statistics.median(x["seconds_per_epoch"] for x in runs["per_turn_plain"]) if "per_turn_plain" in runs else None
     for c, rs in runs.items():
         sec = statistics.median(x["seconds_per_epoch"] for x in rs)
         first = rs[0]
@@ -113,6 +114,7 @@ def bench_set(name: str, origin: str, records: list[dict[str, Any]], spec: dict[
             "tokens_per_epoch": first["tokens_slots"], "non_pad_share": first["tokens_real"] / max(1, first["tokens_slots"]),
             "supervised_tokens": first["tokens_supervised"], "steps_per_epoch": first["steps_per_epoch"],
             "seconds_per_epoch": sec, f"speedup_vs_{ref}": ref_s / sec,
+            "speedup_vs_per_turn_plain": plain_s / sec if plain_s else "",
             "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in rs),
             "rss_before_train_mb": statistics.median(x["rss_before_train_mb"] for x in rs),
             "train_loss_last_epoch": first["train_loss_per_epoch"][-1],
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                              str(path), gargs, [c for c in contenders if c != "per_turn_plain"]))
     rows = [r for res in results for r in res["rows"]]
     cols = ["set", "contender", "conversations", "mean_user_turns", "targets_per_conversation", "tokens_per_epoch", "non_pad_share",
-            "supervised_tokens", "seconds_per_epoch", "speedup_vs_per_turn_trl", "peak_rss_mb", "rss_before_train_mb"]
+            "supervised_tokens", "seconds_per_epoch", "speedup_vs_per_turn_trl", "speedup_vs_per_turn_plain", "peak_rss_mb", "rss_before_train_mb"]
     table = format_table(rows, cols)
     eq_rows = [{"set": r["set"], **{k: v for k, v in r["equality"].items()}} for r in results]
     eq_table = format_table(eq_rows, ["set", "conversations", "per_turn_samples", "supervised_tokens_conversation_level",
