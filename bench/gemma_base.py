@@ -4,11 +4,11 @@
 
 1. the train stage's converted checkpoint (``train.base_model.convert_packaged_gguf``, cached under
    ``~/.cache/usersim/models/``) when it exists or can be made;
-2. otherwise (at the time of writing, ``convert_packaged_gguf`` fails on transformers 5.24 with
-   "The model is quantized with gguf and is not serializable": the GGUF-loaded model keeps its
-   ``GgufHfQuantizer`` although its weights are already dequantised float32) a benchmark-only copy
-   under ``~/.cache/usersim/bench/``: the same GGUF loaded the same way, the quantizer marker
-   dropped, saved as safetensors. The train cache is never written by bench/.
+2. otherwise, if that conversion fails, a benchmark-only copy under ``~/.cache/usersim/bench/``:
+   the same GGUF loaded the same way, the quantizer marker dropped, saved as safetensors. (An
+   earlier ``convert_packaged_gguf`` failed on transformers 5.24 with "The model is quantized with
+   gguf and is not serializable"; the results in BENCHMARKS.md were made with this copy, whose
+   logits equal the fixed train conversion's exactly.) bench/ never writes the train cache.
 """
 
 from __future__ import annotations
