@@ -7,7 +7,7 @@ import json
 from typing import Any, Optional
 
 from data_prep.adapters.json_stream import RawRecord
-from data_prep.schema import Conversation, Quarantined, Reason, stable_hash
+from data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn, stable_hash
 
 
 class BadRecord(Exception):
@@ -93,3 +93,20 @@ def text_hash(*parts: Any) -> str:
     """``stable_hash`` of parts that may hold unpaired surrogates (escaped first, so hashing
     never fails; valid text hashes exactly as ``stable_hash`` would)."""
     return stable_hash(*(str(p).encode("utf-8", "backslashreplace").decode("utf-8") for p in parts))
+
+
+def map_role(role: Any, text: str, where: str, *, user_roles: frozenset, assistant_roles: frozenset,
+             system_roles: frozenset, turns: list, system: list) -> None:
+    """Append ``text`` as a user/assistant Turn (or to ``system``) by its corpus role name.
+
+    Role names match case-insensitively; anything else raises BadRecord(unknown_role).
+    """
+    key = role.strip().lower() if isinstance(role, str) else role
+    if key in user_roles:
+        turns.append(Turn(USER, text))
+    elif key in assistant_roles:
+        turns.append(Turn(ASSISTANT, text))
+    elif key in system_roles:
+        system.append(text)
+    else:
+        raise BadRecord(Reason.UNKNOWN_ROLE, f"{where}: unknown role {role!r}")

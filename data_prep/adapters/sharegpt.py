@@ -35,11 +35,11 @@ from typing import Any, Iterator
 
 from data_prep.adapters.json_stream import iter_json_records, record_location
 from data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
-from data_prep.adapters.record_checks import (BadRecord, quarantine_raw, require_encodable, require_field,
+from data_prep.adapters.record_checks import (BadRecord, map_role, quarantine_raw, require_encodable, require_field,
                                               require_list, require_object, text_hash)
 from data_prep.adapters.table_rows import source_rows
 from data_prep.config import SourceConfig
-from data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
+from data_prep.schema import AdapterItem, Conversation, Quarantined, Reason, Turn
 
 OPTIONS: tuple[str, ...] = ()
 USER_ROLES = frozenset({"human", "user"})
@@ -71,15 +71,8 @@ def sharegpt_conversation(record: Any, source: str, location: str) -> Conversati
         value = require_field(turn, "value", where)
         if not isinstance(value, str):
             raise BadRecord(Reason.NON_STRING_CONTENT, f"{where}: value is a {type(value).__name__}")
-        role_key = role.strip().lower() if isinstance(role, str) else role
-        if role_key in USER_ROLES:
-            turns.append(Turn(USER, value))
-        elif role_key in ASSISTANT_ROLES:
-            turns.append(Turn(ASSISTANT, value))
-        elif role_key in SYSTEM_ROLES:
-            system.append(value)
-        else:
-            raise BadRecord(Reason.UNKNOWN_ROLE, f"{where}: unknown role {role!r}")
+        map_role(role, value, where, user_roles=USER_ROLES, assistant_roles=ASSISTANT_ROLES,
+                 system_roles=SYSTEM_ROLES, turns=turns, system=system)
     metadata: dict[str, Any] = {}
     native = record.get("id")
     if isinstance(native, (str, int)) and str(native):

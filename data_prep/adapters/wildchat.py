@@ -24,12 +24,12 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from data_prep.adapters.paths import check_options, source_name
-from data_prep.adapters.record_checks import (BadRecord, content_text, metadata_value, optional_str,
+from data_prep.adapters.record_checks import (BadRecord, map_role, content_text, metadata_value, optional_str,
                                               quarantine_raw, require_encodable, require_field,
                                               require_list, require_object, text_hash)
 from data_prep.adapters.table_rows import source_rows
 from data_prep.config import SourceConfig
-from data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
+from data_prep.schema import AdapterItem, Conversation, Quarantined, Turn
 
 OPTIONS: tuple[str, ...] = ()
 USER_ROLES = frozenset({"user", "human"})
@@ -49,15 +49,8 @@ def wildchat_conversation(row: Any, source: str, location: str) -> Conversation:
         msg = require_object(msg, where)
         role = require_field(msg, "role", where)
         text = content_text(require_field(msg, "content", where), where)
-        role_key = role.strip().lower() if isinstance(role, str) else role
-        if role_key in USER_ROLES:
-            turns.append(Turn(USER, text))
-        elif role_key in ASSISTANT_ROLES:
-            turns.append(Turn(ASSISTANT, text))
-        elif role_key in SYSTEM_ROLES:
-            system.append(text)
-        else:
-            raise BadRecord(Reason.UNKNOWN_ROLE, f"{where}: unknown role {role!r}")
+        map_role(role, text, where, user_roles=USER_ROLES, assistant_roles=ASSISTANT_ROLES,
+                 system_roles=SYSTEM_ROLES, turns=turns, system=system)
     native = next((str(row[k]) for k in ID_FIELDS if row.get(k) not in (None, "")), None)
     native = native or text_hash(location)
     user_id = optional_str(row.get("hashed_ip")) or optional_str(row.get("user_id"))
