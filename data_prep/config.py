@@ -41,8 +41,8 @@ class FilterConfig:
 class SplitConfig:
     """Deterministic split by user (hash of user id + seed)."""
 
-    validation_fraction: float = 0.05
-    test_fraction: float = 0.1
+    validation_fraction: float = 0.05  # share of *users* (not conversations) held out for validation
+    test_fraction: float = 0.1  # share of users held out for test (eval's held-out humans)
 
 
 @dataclass
@@ -55,33 +55,33 @@ class AnnotatorConfig:
     api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key itself)
     fields: list[str] = field(default_factory=lambda: ["goal", "persona"])  # which fields it writes
     max_conversations: int = 0  # annotate at most this many (0 = all)
-    timeout_s: float = 30.0
-    trust_remote_code: bool = False
+    timeout_s: float = 30.0  # per annotator request; a timeout falls back to the heuristic (counted)
+    trust_remote_code: bool = False  # for 'hf' annotator models only; off unless you trust the model code
 
 
 @dataclass
 class ConditioningConfig:
     """Which conditioning fields are extracted for each conversation."""
 
-    persona: bool = True
-    goal: bool = True
-    knowledge: bool = True
-    style: bool = True
+    persona: bool = True  # extract the persona field (metadata + the user's training history)
+    goal: bool = True  # extract the goal (corpus topic/prompt, else the first request)
+    knowledge: bool = True  # extract knowledge_discloses / knowledge_asks
+    style: bool = True  # extract style buckets (length, casing, punctuation, emoji, typos)
     max_knowledge_items: int = 4  # per list (discloses / asks)
     max_item_chars: int = 160  # each knowledge item / goal is clipped to this
     persona_history_turns: int = 3  # user's *training* turns summarised into the persona
-    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)  # optional LLM annotator
 
 
 @dataclass
 class DataPrepConfig:
     """Data stage: human conversation corpora -> user-split, role-reversed simulator dataset."""
 
-    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
-    output_dir: str = "runs/default/data"
-    seed: int = 0
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])  # corpora to read, in order
+    output_dir: str = "runs/default/data"  # the run directory (dataset/, summary.json, quarantine.jsonl, card)
+    seed: int = 0  # the split hash and every random choice derive from it
+    filters: FilterConfig = field(default_factory=FilterConfig)  # what is kept
+    split: SplitConfig = field(default_factory=SplitConfig)  # by-user train/validation/test fractions
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)  # persona/goal/knowledge/style
     num_proc: int = 1  # worker processes for Dataset.map steps
-    show_progress: bool = True
+    show_progress: bool = True  # tqdm progress bars

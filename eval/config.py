@@ -53,10 +53,11 @@ class EvalConfig:
 
     # Optional prompted instruct baseline (second baseline); "" = skip
     instruct_baseline: str = ""  # local path (or cached hub id) of an instruct/chat model with a chat template
+    # system prompt of the instruct baseline; the condition is appended to it
     instruct_system_prompt: str = (
         "You are role-playing a human user chatting with an AI assistant. Stay in character as the user: write "
         "only the user's next message, in their voice, and never act as the assistant. If the user would stop "
         "here, write exactly [END OF CONVERSATION]."
-    )  # system prompt of the instruct baseline; the condition is appended to it
+    )
 
     show_progress: bool = True  # tqdm progress bars

@@ -11,7 +11,6 @@ samples.jsonl); this module only selects, formats and draws. Missing optional pa
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path

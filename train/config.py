@@ -46,7 +46,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bfloat16 on a bf16-capable GPU, else float32)
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
 
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # LoRA rank, alpha, dropout, target modules (LoraSettings above)
 
     # --- data ---
     max_seq_len: int = 1024  # longer records are cut from the left at turn boundaries, header kept
