@@ -41,7 +41,7 @@ class EvalConfig:
 
     # Discriminators and statistics
     neural_discriminator: bool = True  # also run the MiniLM-embedding discriminator (slower)
-    n_splits: int = 5  # GroupKFold folds (grouped by user id)
+    n_splits: int = 5  # StratifiedGroupKFold folds (grouped by user id)
     n_boot: int = 1000  # bootstrap resamples (of users) for every CI
     late_turn: int = 3  # style drift compares turns with turn_index >= late_turn to earlier ones
     max_turn: int = 10  # curves (disclosure, drift) are drawn for turn_index 0..max_turn
