@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -287,9 +288,17 @@ def _contiguous(records: Iterable[LocatedRecord]) -> bool:
     return True
 
 
-def _by_runs(records: Iterable[LocatedRecord], name: str) -> Iterator[AdapterItem]:
-    """Trees as contiguous runs of rows with one tree id."""
-    current, rows = None, []
+@dataclass
+class _TreeRow:
+    """A readable message row and the tree it belongs to."""
+
+    tree_id: str
+    location: str
+    rec: Any
+
+
+def _sort_records(records: Iterable[LocatedRecord], name: str) -> Iterator[AdapterItem | _TreeRow]:
+    """Quarantine unreadable rows, expand trees-export records, tag message rows with their tree id."""
     for location, rec in records:
         if not rec.ok:
             yield quarantine_raw(name, location, rec)
@@ -302,30 +311,32 @@ def _by_runs(records: Iterable[LocatedRecord], name: str) -> Iterator[AdapterIte
         if tid is None:
             yield _bad_row(name, location, rec.value)
             continue
-        if tid != current and rows:
+        yield _TreeRow(tid, location, rec)
+
+
+def _by_runs(records: Iterable[LocatedRecord], name: str) -> Iterator[AdapterItem]:
+    """Trees as contiguous runs of rows with one tree id."""
+    current, rows = None, []
+    for row in _sort_records(records, name):
+        if not isinstance(row, _TreeRow):
+            yield row
+            continue
+        if row.tree_id != current and rows:
             yield from tree_items(rows, current, name)
             rows = []
-        current = tid
-        rows.append((location, rec.value))
+        current = row.tree_id
+        rows.append((row.location, row.rec.value))
     if rows:
         yield from tree_items(rows, current, name)
 
 
 def _in_memory(records: Iterable[LocatedRecord], name: str) -> Iterator[AdapterItem]:
     trees: dict[str, list[Row]] = {}
-    for location, rec in records:
-        if not rec.ok:
-            yield quarantine_raw(name, location, rec)
+    for row in _sort_records(records, name):
+        if not isinstance(row, _TreeRow):
+            yield row
             continue
-        tree = _tree_record_items(location, rec.value, name)
-        if tree is not None:
-            yield from tree
-            continue
-        tid = _tree_id(rec.value)
-        if tid is None:
-            yield _bad_row(name, location, rec.value)
-            continue
-        trees.setdefault(tid, []).append((location, rec.value))
+        trees.setdefault(row.tree_id, []).append((row.location, row.rec.value))
     for tid, rows in trees.items():
         yield from tree_items(rows, tid, name)
 
@@ -333,20 +344,11 @@ def _in_memory(records: Iterable[LocatedRecord], name: str) -> Iterator[AdapterI
 def _jsonl_by_index(path: Path, name: str) -> Iterator[AdapterItem]:
     """JSONL in any row order: index tree id -> line offsets, then read each tree back."""
     index: dict[str, list[tuple[int, int]]] = {}
-    for rec in iter_jsonl(path):
-        location = record_location(path, rec)
-        if not rec.ok:
-            yield quarantine_raw(name, location, rec)
+    for row in _sort_records(((record_location(path, rec), rec) for rec in iter_jsonl(path)), name):
+        if not isinstance(row, _TreeRow):
+            yield row
             continue
-        tree = _tree_record_items(location, rec.value, name)
-        if tree is not None:
-            yield from tree
-            continue
-        tid = _tree_id(rec.value)
-        if tid is None:
-            yield _bad_row(name, location, rec.value)
-            continue
-        index.setdefault(tid, []).append((rec.offset, rec.line))
+        index.setdefault(row.tree_id, []).append((row.rec.offset, row.rec.line))
     with open_binary(path) as fh:  # (a .gz seeks forward cheaply: sorted files read in one sweep)
         for tid, lines in index.items():
             rows = []
