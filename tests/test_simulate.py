@@ -8,20 +8,10 @@ import torch
 from data_prep.prompt_format import Condition
 from data_prep.records import per_turn_items
 from eval.simulate import generate_turns, length_order
-from tiny_run import build_tiny_run, tiny_records
+from tiny_run import tiny_records
 from usersim.simulator import SimulatorTurn, UserSimulator
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return build_tiny_run(tmp_path_factory.mktemp("tiny"), train_steps=8)
-
-
-@pytest.fixture(scope="module")
-def sim(run_dir):
-    return UserSimulator.from_pretrained(run_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -29,52 +19,52 @@ def items():
     return [item for record in tiny_records() for item in per_turn_items(record)]
 
 
-def test_shape_and_types(sim, items):
-    out = generate_turns(sim, items, seed=0, batch_size=3, num_samples=2, max_new_tokens=8, show_progress=False)
+def test_shape_and_types(tiny_sim, items):
+    out = generate_turns(tiny_sim, items, seed=0, batch_size=3, num_samples=2, max_new_tokens=8, show_progress=False)
     assert len(out) == len(items)
     assert all(len(samples) == 2 and all(isinstance(t, SimulatorTurn) for t in samples) for samples in out)
     assert all(1 <= t.tokens <= 8 for samples in out for t in samples)
 
 
-def test_results_do_not_depend_on_batch_size_or_item_order(sim, items):
+def test_results_do_not_depend_on_batch_size_or_item_order(tiny_sim, items):
     kwargs = dict(seed=5, num_samples=2, max_new_tokens=12, show_progress=False)
-    a = generate_turns(sim, items, batch_size=4, **kwargs)
-    b = generate_turns(sim, items[::-1], batch_size=3, **kwargs)[::-1]
-    c = generate_turns(sim, items, batch_size=1, **kwargs)
+    a = generate_turns(tiny_sim, items, batch_size=4, **kwargs)
+    b = generate_turns(tiny_sim, items[::-1], batch_size=3, **kwargs)[::-1]
+    c = generate_turns(tiny_sim, items, batch_size=1, **kwargs)
     assert a == b == c
-    assert generate_turns(sim, items, batch_size=4, **{**kwargs, "seed": 6}) != a
+    assert generate_turns(tiny_sim, items, batch_size=4, **{**kwargs, "seed": 6}) != a
 
 
-def test_use_adapter_false_is_the_untuned_base(sim, run_dir, items):
-    base_sim = UserSimulator.from_base(run_dir.parent / "base_model", device="cpu")
+def test_use_adapter_false_is_the_untuned_base(tiny_sim, tiny_run_dir, items):
+    base_sim = UserSimulator.from_base(tiny_run_dir.parent / "base_model", device="cpu")
     kwargs = dict(seed=1, batch_size=4, max_new_tokens=12, show_progress=False)
-    tuned_before = generate_turns(sim, items, **kwargs)
-    base_out = generate_turns(sim, items, use_adapter=False, **kwargs)
+    tuned_before = generate_turns(tiny_sim, items, **kwargs)
+    base_out = generate_turns(tiny_sim, items, use_adapter=False, **kwargs)
     assert base_out == generate_turns(base_sim, items, **kwargs)
-    assert generate_turns(sim, items, **kwargs) == tuned_before  # the adapter is back on afterwards
+    assert generate_turns(tiny_sim, items, **kwargs) == tuned_before  # the adapter is back on afterwards
 
 
-def test_conditions_override_the_items_condition(sim, items, monkeypatch):
+def test_conditions_override_the_items_condition(tiny_sim, items, monkeypatch):
     seen = []
-    real = sim.generate_from_prompt_ids
+    real = tiny_sim.generate_from_prompt_ids
 
     def spy(prompts, seeds=None, **generation):
-        seen.extend(sim.tokenizer.decode(p, skip_special_tokens=True) for p in prompts)
+        seen.extend(tiny_sim.tokenizer.decode(p, skip_special_tokens=True) for p in prompts)
         return real(prompts, seeds=seeds, **generation)
 
-    monkeypatch.setattr(sim, "generate_from_prompt_ids", spy)
+    monkeypatch.setattr(tiny_sim, "generate_from_prompt_ids", spy)
     swapped = [Condition(goal=f"swapped goal {i}") for i in range(len(items))]
-    generate_turns(sim, items, seed=0, batch_size=4, max_new_tokens=4, conditions=swapped, show_progress=False)
+    generate_turns(tiny_sim, items, seed=0, batch_size=4, max_new_tokens=4, conditions=swapped, show_progress=False)
     assert sorted(p.split("Goal: ")[1].split("\n")[0] for p in seen) == sorted(c.goal for c in swapped)
     assert not any("weekend plans" in p for p in seen)
     with pytest.raises(ValueError, match="conditions"):
-        generate_turns(sim, items, seed=0, conditions=swapped[:1], show_progress=False)
+        generate_turns(tiny_sim, items, seed=0, conditions=swapped[:1], show_progress=False)
 
 
-def test_same_conditions_as_items_change_nothing(sim, items):
+def test_same_conditions_as_items_change_nothing(tiny_sim, items):
     kwargs = dict(seed=2, batch_size=4, max_new_tokens=8, show_progress=False)
     own = [item["condition"] for item in items]
-    assert generate_turns(sim, items, conditions=own, **kwargs) == generate_turns(sim, items, **kwargs)
+    assert generate_turns(tiny_sim, items, conditions=own, **kwargs) == generate_turns(tiny_sim, items, **kwargs)
 
 
 def test_length_order_is_longest_first_and_stable():

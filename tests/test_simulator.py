@@ -12,21 +12,11 @@ from transformers import AutoModelForCausalLM
 from data_prep.prompt_format import (END_OF_CONVERSATION, HEADER, USER_MARKER, Condition, render_generation_prompt,
                                      tokenize_segments)
 from data_prep.schema import Turn
-from tiny_run import TINY_CONDITION, build_tiny_run, tiny_records
+from tiny_run import TINY_CONDITION, tiny_records
 from usersim.simulator import (RowwiseSampler, SimulatorTurn, UserSimulator, clean_generated_text, derive_seed,
                                left_pad, make_condition)
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return build_tiny_run(tmp_path_factory.mktemp("tiny"), train_steps=8)
-
-
-@pytest.fixture(scope="module")
-def sim(run_dir):
-    return UserSimulator.from_pretrained(run_dir, device="cpu")
 
 
 def histories():
@@ -34,9 +24,9 @@ def histories():
     return [recs[0]["turns"][:2], [], recs[2]["turns"], recs[1]["turns"][:1]]
 
 
-def test_respond_returns_text_or_explicit_end(sim):
+def test_respond_returns_text_or_explicit_end(tiny_sim):
     for seed in range(4):
-        turn = sim.respond(histories()[0], persona="country: US", goal="walks", knowledge=["I have two dogs"],
+        turn = tiny_sim.respond(histories()[0], persona="country: US", goal="walks", knowledge=["I have two dogs"],
                            style={"length": "short"}, seed=seed, max_new_tokens=12)
         assert isinstance(turn, SimulatorTurn)
         assert 1 <= turn.tokens <= 12
@@ -45,12 +35,12 @@ def test_respond_returns_text_or_explicit_end(sim):
             assert turn.text == ""
 
 
-def test_end_marker_becomes_ends_conversation(sim):
-    tok = sim.tokenizer
+def test_end_marker_becomes_ends_conversation(tiny_sim):
+    tok = tiny_sim.tokenizer
     end_ids = tok(END_OF_CONVERSATION, add_special_tokens=False)["input_ids"] + [tok.eos_token_id, tok.pad_token_id]
-    assert sim._to_turn(end_ids) == SimulatorTurn("", True, len(end_ids) - 1)
+    assert tiny_sim._to_turn(end_ids) == SimulatorTurn("", True, len(end_ids) - 1)
     text_ids = tok("hi there", add_special_tokens=False)["input_ids"]
-    assert sim._to_turn(text_ids) == SimulatorTurn("hi there", False, len(text_ids))  # no EOS: all tokens count
+    assert tiny_sim._to_turn(text_ids) == SimulatorTurn("hi there", False, len(text_ids))  # no EOS: all tokens count
 
 
 def test_clean_generated_text_cuts_run_on_turns():
@@ -59,65 +49,65 @@ def test_clean_generated_text_cuts_run_on_turns():
     assert clean_generated_text("plain") == "plain"
 
 
-def test_same_seed_same_output_different_seeds_differ(sim):
+def test_same_seed_same_output_different_seeds_differ(tiny_sim):
     h = histories()[0]
-    first = [sim.respond(h, seed=s, max_new_tokens=16) for s in range(5)]
-    again = [sim.respond(h, seed=s, max_new_tokens=16) for s in range(5)]
+    first = [tiny_sim.respond(h, seed=s, max_new_tokens=16) for s in range(5)]
+    again = [tiny_sim.respond(h, seed=s, max_new_tokens=16) for s in range(5)]
     assert first == again
     assert len({t.text for t in first}) > 1
 
 
-def test_batched_greedy_equals_one_at_a_time(sim):
+def test_batched_greedy_equals_one_at_a_time(tiny_sim):
     hs = histories()
-    lengths = {len(sim.prompt_ids(h)) for h in hs}
+    lengths = {len(tiny_sim.prompt_ids(h)) for h in hs}
     assert len(lengths) == len(hs)  # every row is padded differently
-    batched = sim.respond_batch(hs, do_sample=False, max_new_tokens=16)
-    single = [sim.respond_batch([h], do_sample=False, max_new_tokens=16)[0] for h in hs]
+    batched = tiny_sim.respond_batch(hs, do_sample=False, max_new_tokens=16)
+    single = [tiny_sim.respond_batch([h], do_sample=False, max_new_tokens=16)[0] for h in hs]
     assert batched == single
 
 
-def test_batched_sampling_does_not_depend_on_batch_composition(sim):
+def test_batched_sampling_does_not_depend_on_batch_composition(tiny_sim):
     hs = histories()
-    batched = sim.respond_batch(hs, seed=7, max_new_tokens=16)
-    single = [sim.respond_batch([h], seed=[derive_seed(7, i)], max_new_tokens=16)[0] for i, h in enumerate(hs)]
+    batched = tiny_sim.respond_batch(hs, seed=7, max_new_tokens=16)
+    single = [tiny_sim.respond_batch([h], seed=[derive_seed(7, i)], max_new_tokens=16)[0] for i, h in enumerate(hs)]
     assert batched == single
-    reversed_rows = sim.respond_batch(hs[::-1], seed=[derive_seed(7, i) for i in range(len(hs))][::-1],
+    reversed_rows = tiny_sim.respond_batch(hs[::-1], seed=[derive_seed(7, i) for i in range(len(hs))][::-1],
                                       max_new_tokens=16)
     assert reversed_rows[::-1] == batched
 
 
-def test_adapter_disabled_gives_base_logits(sim, run_dir):
-    base = AutoModelForCausalLM.from_pretrained(run_dir.parent / "base_model", use_safetensors=True).eval()
-    ids = torch.tensor([sim.prompt_ids(histories()[0], Condition.from_row(TINY_CONDITION))])
+def test_adapter_disabled_gives_base_logits(tiny_sim, tiny_run_dir):
+    base = AutoModelForCausalLM.from_pretrained(tiny_run_dir.parent / "base_model", use_safetensors=True).eval()
+    ids = torch.tensor([tiny_sim.prompt_ids(histories()[0], Condition.from_row(TINY_CONDITION))])
     with torch.no_grad():
         expected = base(input_ids=ids).logits
-        with sim.adapter_disabled():
-            disabled = sim.model(input_ids=ids).logits
-        enabled = sim.model(input_ids=ids).logits
+        with tiny_sim.adapter_disabled():
+            disabled = tiny_sim.model(input_ids=ids).logits
+        enabled = tiny_sim.model(input_ids=ids).logits
     torch.testing.assert_close(disabled, expected)
     assert not torch.allclose(enabled, expected, atol=1e-4)  # the adapter was trained: it changes the model
 
 
-def test_from_base_matches_adapter_disabled(sim, run_dir):
-    base_sim = UserSimulator.from_base(run_dir.parent / "base_model", device="cpu")
+def test_from_base_matches_adapter_disabled(tiny_sim, tiny_run_dir):
+    base_sim = UserSimulator.from_base(tiny_run_dir.parent / "base_model", device="cpu")
     hs = histories()
-    with sim.adapter_disabled():
-        expected = sim.respond_batch(hs, seed=3, max_new_tokens=10)
+    with tiny_sim.adapter_disabled():
+        expected = tiny_sim.respond_batch(hs, seed=3, max_new_tokens=10)
     assert base_sim.respond_batch(hs, seed=3, max_new_tokens=10) == expected
 
 
-def test_long_history_is_truncated_at_turn_boundaries_keeping_header(run_dir):
-    sim = UserSimulator.from_pretrained(run_dir, device="cpu", max_prompt_tokens=10_000)
+def test_long_history_is_truncated_at_turn_boundaries_keeping_header(tiny_run_dir):
+    tiny_sim = UserSimulator.from_pretrained(tiny_run_dir, device="cpu", max_prompt_tokens=10_000)
     cond = Condition.from_row(TINY_CONDITION)
     turns = [Turn(t["role"], t["text"]) for r in tiny_records() for t in r["turns"]]
-    full = sim.prompt_ids(turns, cond)
-    sim.max_prompt_tokens = len(full) - 1
-    cut = sim.prompt_ids(turns, cond)
-    assert len(cut) <= sim.max_prompt_tokens
+    full = tiny_sim.prompt_ids(turns, cond)
+    tiny_sim.max_prompt_tokens = len(full) - 1
+    cut = tiny_sim.prompt_ids(turns, cond)
+    assert len(cut) <= tiny_sim.max_prompt_tokens
     kept = [k for k in range(len(turns)) if tokenize_segments(render_generation_prompt(cond, turns[k:]),
-                                                              sim.tokenizer)[0] == cut]
+                                                              tiny_sim.tokenizer)[0] == cut]
     assert kept == [1]  # exactly the oldest turn dropped
-    text = sim.tokenizer.decode(cut, skip_special_tokens=True)
+    text = tiny_sim.tokenizer.decode(cut, skip_special_tokens=True)
     assert text.startswith(HEADER) and "Goal: talk about weekend plans" in text
     assert text.endswith(USER_MARKER)
 
@@ -133,9 +123,9 @@ def test_make_condition_forms():
         make_condition(knowledge={"knows": ["x"]})
 
 
-def test_history_roles_are_checked(sim):
+def test_history_roles_are_checked(tiny_sim):
     with pytest.raises(ValueError, match="system"):
-        sim.respond([{"role": "system", "text": "x"}])
+        tiny_sim.respond([{"role": "system", "text": "x"}])
 
 
 def test_left_pad():
@@ -158,10 +148,10 @@ def test_rowwise_sampler_respects_top_k_and_top_p():
     assert len(picks) > 1  # it really samples
 
 
-def test_base_model_json_relative_path_and_override(run_dir, tmp_path):
+def test_base_model_json_relative_path_and_override(tiny_run_dir, tmp_path):
     moved = tmp_path / "run"
-    shutil.copytree(run_dir, moved)
-    shutil.copytree(run_dir.parent / "base_model", moved / "base_model")
+    shutil.copytree(tiny_run_dir, moved)
+    shutil.copytree(tiny_run_dir.parent / "base_model", moved / "base_model")
     (moved / "base_model.json").write_text(json.dumps({"path": "base_model", "source": "tiny"}))
     assert isinstance(UserSimulator.from_pretrained(moved, device="cpu"), UserSimulator)
     (moved / "base_model.json").write_text(json.dumps({"path": str(tmp_path / "nowhere")}))
@@ -186,22 +176,22 @@ def test_missing_run_dir_and_offline_repo_fail_clearly(tmp_path):
         UserSimulator.from_pretrained("someone/no-such-usersim-adapter")
 
 
-def test_checkpoint_generation_config_does_not_leak(run_dir):
+def test_checkpoint_generation_config_does_not_leak(tiny_run_dir):
     from transformers import GenerationConfig
 
-    sim = UserSimulator.from_pretrained(run_dir, device="cpu")
+    tiny_sim = UserSimulator.from_pretrained(tiny_run_dir, device="cpu")
     hs = histories()
-    greedy = sim.respond_batch(hs, do_sample=False, max_new_tokens=12)
-    sampled = sim.respond_batch(hs, seed=2, max_new_tokens=12)
-    tok = sim.tokenizer
-    sim.model.generation_config = GenerationConfig(do_sample=True, top_k=3, temperature=0.3, max_new_tokens=2,
+    greedy = tiny_sim.respond_batch(hs, do_sample=False, max_new_tokens=12)
+    sampled = tiny_sim.respond_batch(hs, seed=2, max_new_tokens=12)
+    tok = tiny_sim.tokenizer
+    tiny_sim.model.generation_config = GenerationConfig(do_sample=True, top_k=3, temperature=0.3, max_new_tokens=2,
                                                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    assert sim.respond_batch(hs, do_sample=False, max_new_tokens=12) == greedy
-    assert sim.respond_batch(hs, seed=2, max_new_tokens=12) == sampled
+    assert tiny_sim.respond_batch(hs, do_sample=False, max_new_tokens=12) == greedy
+    assert tiny_sim.respond_batch(hs, seed=2, max_new_tokens=12) == sampled
 
 
-def test_extra_generation_options_reach_generate(sim):
-    turn = sim.respond(histories()[0], seed=0, max_new_tokens=9, min_new_tokens=9)
+def test_extra_generation_options_reach_generate(tiny_sim):
+    turn = tiny_sim.respond(histories()[0], seed=0, max_new_tokens=9, min_new_tokens=9)
     assert turn.tokens == 9
 
 
