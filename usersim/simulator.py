@@ -51,11 +51,16 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 @dataclass
 class SimulatorTurn:
-    """One generated user turn. ``tokens``: new tokens generated (the closing EOS included)."""
+    """One generated user turn. ``tokens``: new tokens generated (the closing EOS included).
+
+    ``hit_cap``: generation stopped at ``max_new_tokens`` before the end-of-turn token, so ``text``
+    may be cut mid-word; eval counts such turns and leaves them out of every comparison.
+    """
 
     text: str
     ends_conversation: bool
     tokens: int
+    hit_cap: bool = False
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -410,8 +415,12 @@ class UserSimulator:
 
     def _to_turn(self, new_ids: list[int]) -> SimulatorTurn:
         eos = self.tokenizer.eos_token_id
-        n = new_ids.index(eos) + 1 if eos in new_ids else len(new_ids)
-        text = clean_generated_text(self.tokenizer.decode(new_ids[:n], skip_special_tokens=True))
+        closed = eos in new_ids
+        n = new_ids.index(eos) + 1 if closed else len(new_ids)
+        decoded = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)
+        text = clean_generated_text(decoded)
+        # a run-on into the next turn's marker also closes the turn (the text before it is whole)
+        closed = closed or text != decoded.strip()
         if is_end_of_conversation(text):
             return SimulatorTurn(text="", ends_conversation=True, tokens=n)
-        return SimulatorTurn(text=text, ends_conversation=False, tokens=n)
+        return SimulatorTurn(text=text, ends_conversation=False, tokens=n, hit_cap=not closed)
