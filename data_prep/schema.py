@@ -64,8 +64,10 @@ class Conversation:
     location: str = ""
     # The chat this view comes from (the two participant views of one human-human chat share it).
     group_id: str = ""
-    # Other *humans* whose words appear here as context (the partner in a human-human chat).
-    # split_by_user drops a training conversation whose other_user_ids include a held-out user.
+    # Other humans whose words appear here as context *and* who are modelled as users in their own
+    # right (the partner in a human-human chat). Authors of assistant-role text (OASST's volunteer
+    # assistant replies) are not listed. The split quarantines a training conversation whose
+    # other_user_ids include a held-out user (held_out_leak).
     other_user_ids: list[str] = field(default_factory=list)
 
     def user_turns(self) -> list[str]:

@@ -4,9 +4,12 @@
 SHA-256 hash of ``seed`` and the user id (never Python's salted ``hash``), so the same user lands
 in the same split in every run, process and machine, and adding users never moves existing ones.
 
-Human-human corpora put a partner's words into a conversation as context (``other_user_ids``).
-A *training* conversation whose ``other_user_ids`` contains a held-out user is quarantined as
+Human-human corpora (chitchat) put a partner's words into a conversation as context, and that
+partner is modelled as a user too: adapters list such partners in ``other_user_ids``. A
+*training* conversation whose ``other_user_ids`` contains a held-out user is quarantined as
 ``held_out_leak``: otherwise the held-out person's turns would be trained on as context.
+Corpora whose other side is the assistant role (a chatbot, or OASST's volunteer-written
+assistant replies) leave ``other_user_ids`` empty, so the rule never fires for them.
 :func:`assert_no_held_out_leak` re-checks the finished training rows and raises if any row
 carries a held-out user's id.
 """

@@ -382,7 +382,7 @@ def check_oasst(items, extra: Counter = Counter()) -> None:
     assert [t.text for t in a4.turns] == ["p1 text", "a2 text", "p2 text", "a4 text"]
     assert [t.role for t in a4.turns] == ["user", "assistant", "user", "assistant"]
     assert [t.text for t in p3.turns] == ["p1 text", "a2 text", "p3 text"]
-    assert a4.user_id == p3.user_id == "u1" and a4.other_user_ids == ["h2", "h1"]
+    assert a4.user_id == p3.user_id == "u1" and a4.other_user_ids == [] == p3.other_user_ids
     assert a4.metadata == {"tree_id": "T1", "ends_at_user_change": True, "language": "en"}
     assert p3.metadata["ends_at_user_change"] is False
     assert a4.group_id == p3.group_id != b1.group_id

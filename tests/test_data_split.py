@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data_prep.adapters import iter_source
+from data_prep.config import SourceConfig
 from data_prep.schema import Conversation, Reason, Turn
 from data_prep.split import TRAIN, assert_no_held_out_leak, assign_split, split_by_user
 
@@ -68,3 +71,52 @@ def test_assert_no_held_out_leak_raises_on_user_or_context():
         assert_no_held_out_leak(rows, {"u2"})
     with pytest.raises(AssertionError, match="u1"):
         assert_no_held_out_leak(rows, {"u1"})
+
+
+def _ids_in(split: str, prefix: str, n: int) -> list[str]:
+    """The first ``n`` ids ``prefix0, prefix1, ...`` that hash into ``split`` (seed 0, FRACTIONS)."""
+    found = (f"{prefix}{i}" for i in range(10_000))
+    out = [u for u in found if assign_split(u, 0, FRACTIONS) == split]
+    return out[:n]
+
+
+def test_oasst_assistant_authors_in_test_do_not_quarantine_training_threads(tmp_path):
+    """OASST assistant replies are written by volunteers who are not modelled as users: a training
+    thread whose assistant authors hash into test stays in train. Chitchat partners still leak."""
+    prompters = _ids_in(TRAIN, "prompter-", 4)
+    helpers = _ids_in("test", "helper-", 3)
+    rows = []
+    for t, user in enumerate(prompters):
+        tree = f"T{t}"
+        a, b = helpers[t % 3], helpers[(t + 1) % 3]
+        rows += [
+            {"message_id": f"{tree}p1", "parent_id": None, "message_tree_id": tree, "role": "prompter",
+             "user_id": user, "text": "how do I boil an egg?", "lang": "en"},
+            {"message_id": f"{tree}a1", "parent_id": f"{tree}p1", "message_tree_id": tree, "role": "assistant",
+             "user_id": a, "text": "put it in boiling water", "lang": "en", "rank": 0},
+            {"message_id": f"{tree}p2", "parent_id": f"{tree}a1", "message_tree_id": tree, "role": "prompter",
+             "user_id": user, "text": "for how long?", "lang": "en"},
+            {"message_id": f"{tree}a2", "parent_id": f"{tree}p2", "message_tree_id": tree, "role": "assistant",
+             "user_id": b, "text": "about eight minutes", "lang": "en", "rank": 0},
+        ]
+    path = tmp_path / "oasst.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    threads = [c for c in iter_source(SourceConfig(adapter="oasst", path=str(path))) if isinstance(c, Conversation)]
+    assert len(threads) == 4
+    splits, dropped = split_by_user(threads, 0, FRACTIONS)
+    assert dropped == []
+    assert sorted(c.id for c in splits[TRAIN]) == [f"oasst:T{t}a2" for t in range(4)]
+    assert {c.user_id for c in splits[TRAIN]} == set(prompters)
+
+    # Human-human chats: the partner is a user too, so a held-out partner still quarantines.
+    me, partner = _ids_in(TRAIN, "alice-", 1)[0], _ids_in("test", "bob-", 1)[0]
+    chat = {"messages": [[{"sender": me, "text": "hi"}], [{"sender": partner, "text": "hello"}],
+                         [{"sender": me, "text": "bye"}]], "prompt": "pets"}
+    chat_path = tmp_path / "chat.json"
+    chat_path.write_text(json.dumps({"c1": chat}))
+    views = [c for c in iter_source(SourceConfig(adapter="chitchat", path=str(chat_path)))
+             if isinstance(c, Conversation)]
+    splits, dropped = split_by_user(views, 0, FRACTIONS)
+    assert [c.user_id for c in splits[TRAIN]] == []
+    assert [c.user_id for c in splits["test"]] == [partner]
+    assert [(q.reason, q.detail) for q in dropped] == [(Reason.HELD_OUT_LEAK, f"context from held-out user {partner}")]

@@ -25,8 +25,11 @@ A path is *split at the first change of user*: prompter replies by another ``use
 followed, so the conversation ends at the assistant message before them, and
 ``metadata["ends_at_user_change"]`` is True (that ending is not the human's own choice). Other
 users' branches are not emitted (their words would need someone else's turns as context).
-``other_user_ids`` = the authors of the assistant turns on the path (OASST assistant replies
-are written by people too; the split must keep them out of training when they are held out).
+``other_user_ids`` is empty. OASST assistant replies are written by volunteers, but in the
+assistant role: nobody models them as users, so their authors are not conversation partners, and
+the split's ``held_out_leak`` rule (meant for human-human chats) must not see them. Listing them
+would quarantine every training thread that has an assistant reply by someone whose id hashes
+into a held-out split (a volunteer's prompter side, if any, is split with their own threads).
 
 metadata: ``language`` (the root's ``lang``, the key the pipeline's language filter reads), ``tree_id``,
 ``ends_at_user_change``.
@@ -192,8 +195,6 @@ def _paths_from(root: int, rows: list[Row], children: dict[int, list[int]], excl
 def _conversation(path: list[int], rows: list[Row], tree_id: str, user: str, source: str,
                   user_change: bool) -> Conversation:
     msgs = [rows[i][1] for i in path]
-    others = [str(m["user_id"]) for m in msgs
-              if m["role"] == "assistant" and m.get("user_id") not in (None, "") and str(m["user_id"]) != user]
     metadata: dict[str, Any] = {"tree_id": tree_id, "ends_at_user_change": user_change}
     if isinstance(msgs[0].get("lang"), str):
         metadata["language"] = msgs[0]["lang"]
@@ -205,7 +206,7 @@ def _conversation(path: list[int], rows: list[Row], tree_id: str, user: str, sou
         metadata=metadata,
         location=rows[path[0]][0],
         group_id=f"{source}:{tree_id}",
-        other_user_ids=list(dict.fromkeys(others)),
+        other_user_ids=[],  # assistant-role authors are not partners (module doc)
     )
 
 
