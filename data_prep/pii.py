@@ -4,8 +4,9 @@ Each kind is one regular expression plus (where a pattern alone over-matches) a 
 is replaced by a fixed placeholder (``<EMAIL>``, ``<PHONE>``, ``<IP>``, ``<CREDENTIAL_URL>``).
 The patterns are deliberately conservative so ordinary numbers survive: dates (2023-01-15,
 12/05/2024), times (12:30), versions (v1.2.3, 3.10.12), prices and counts (1,000,000), ranges and
-plain long numbers (1234567890 with no separators) are *not* phone numbers or IPs. Addresses that
-identify no one (loopback 127.0.0.1, private 10.x/192.168.x/172.16-31.x, link-local, netmasks and
+plain long numbers (1234567890 with no separators) are *not* phone numbers or IPs; the one
+ambiguity left is three numbers on their own shaped like a phone ("256 512 1024"), which are
+scrubbed. Addresses that identify no one (loopback 127.0.0.1, private 10.x/192.168.x/172.16-31.x, link-local, netmasks and
 other reserved ranges, documentation ranges) are left as they are: they are everywhere in technical
 chats and carry no personal information.
 
@@ -52,14 +53,32 @@ _IPV6 = re.compile(
     r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}:){0,5}[0-9a-fA-F]{1,4})(?![\w:])"
 )
 
-# Phones: (1) international "+CC ..." with 7-14 more digits in groups; (2) "(555) 123-4567";
-# (3) "555-123-4567" / "555.123.4567" (same separator twice, 3-3-4 digits).
+# Phones, in the shapes people type them:
+#   international   +CC then 2-5 groups of digits ("+44 20 7946 0958", "+1 (555) 123-4567");
+#   North American  "(555) 123-4567", "555 123 4567", "555.123.4567", "1-800-555-0199": 3-3-4 digits
+#                   split by spaces, dots or dashes; without brackets the area code must start
+#                   with 2-9 (as real ones do), which keeps number lists such as "100 200 3000";
+#   trunk-prefixed  national numbers starting with 0: "020 7946 0958", "07700 900123",
+#                   "01 23 45 67 89" (10-11 digits, checked in ``scrub_text``).
+# A match never touches a letter, a "+", or more digits; a national form also never sits inside a
+# list of numbers ("128 256 512 1024"): a digit followed by a space or comma just before it, or a
+# space or comma and a digit just after it, rules it out.
 _PHONE = re.compile(
-    r"(?<![\w+])(?:"
-    r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"
-    r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}"
-    r"|\d{3}([-.])\d{3}\1\d{4}"
-    r")(?![\w.-]?\d)"
+    r"""
+    (?<![\w+])
+    (?:
+        \+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}
+      | (?<!\d[ ,])
+        (?:
+            (?:1[ .-])?(?:\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|[2-9]\d{2}[ .-]\d{3}[ .-]\d{4})
+          | 0\d{2,4}[ .-]\d{3,4}[ .-]?\d{3,4}
+          | 0[1-9](?:[ .-]\d{2}){4}
+        )
+        (?![ ,]\d)
+    )
+    (?![\w.-]?\d)
+    """,
+    re.VERBOSE,
 )
 
 
@@ -115,6 +134,8 @@ def scrub_text(text: str, counts: Counter | None = None) -> str:
         s = m.group(0)
         n = _digits(s)
         if s.startswith("+") and not 8 <= n <= 15:
+            return s
+        if s.startswith("0") and not 10 <= n <= 11:
             return s
         counts["phone"] += 1
         return PLACEHOLDERS["phone"]

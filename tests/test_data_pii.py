@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from data_prep.pii import scrub_text
+from data_prep.pii import PLACEHOLDERS, scrub_text
 
 POSITIVES = [
     ("write to john.doe+news@mail.example.co.uk today", "write to <EMAIL> today", "email"),
@@ -61,3 +61,54 @@ def test_counts_every_occurrence_and_credential_url_is_not_an_email():
     out = scrub_text("a@b.com, c@d.org and https://u:p@h.com and 93.184.216.34", counts)
     assert out == "<EMAIL>, <EMAIL> and <CREDENTIAL_URL> and <IP>"
     assert counts == Counter({"email": 2, "credential_url": 1, "ip": 1})
+
+
+# Phone numbers in the national and international formats people type, emails with +tags, public
+# IPv4 and credential URLs: each is one replacement of its kind.
+MORE_POSITIVES = [
+    ("call me on 555 123 4567 tonight", "call me on <PHONE> tonight", "phone"),
+    ("555 123-4567", "<PHONE>", "phone"),
+    ("cell: 555.123.4567", "cell: <PHONE>", "phone"),
+    ("(555) 123-4567", "<PHONE>", "phone"),
+    ("(555)123-4567", "<PHONE>", "phone"),
+    ("toll free 1-800-555-0199 or 1 800 555 0199", "toll free <PHONE> or <PHONE>", "phone"),
+    ("+1 555 123 4567", "<PHONE>", "phone"),
+    ("+44 20 7946 0958", "<PHONE>", "phone"),
+    ("+49 30 123456", "<PHONE>", "phone"),
+    ("+33 1 23 45 67 89", "<PHONE>", "phone"),
+    ("London 020 7946 0958.", "London <PHONE>.", "phone"),
+    ("mobile 07700 900123", "mobile <PHONE>", "phone"),
+    ("Paris 01 23 45 67 89", "Paris <PHONE>", "phone"),
+    ("mail Jane.Doe+Promo@Example.COM now", "mail <EMAIL> now", "email"),
+    ("bob+spam@gmail.com", "<EMAIL>", "email"),
+    ("host 203.0.114.7:8080 is mine", "host <IP>:8080 is mine", "ip"),
+    ("psql postgres://admin:s3cret@db.example.com:5432/app", "psql <CREDENTIAL_URL>", "credential_url"),
+    ("https://user:pass@host", "<CREDENTIAL_URL>", "credential_url"),
+]
+
+MORE_NEGATIVES = [
+    "in 2023 we moved",
+    "order 12345678 has not arrived",
+    "order #12345678, ref 2023-0042",
+    "it was $19.99, now 24.50 EUR, or 1 299,00 kr",
+    "meet at 10:45 or 18.30, back by 7 pm",
+    "on 01.02.2023 and 15.12.2024",
+    "zip 02139 and 90210",
+    "buffers of 128 256 512 1024 bytes",
+    "scores 100 200 3000",
+    "ISBN 978-3-16-148410-0",
+]
+
+
+@pytest.mark.parametrize("text,expected,kind", MORE_POSITIVES)
+def test_scrubs_common_phone_email_ip_and_url_formats(text, expected, kind):
+    counts = Counter()
+    assert scrub_text(text, counts) == expected
+    assert counts == Counter({kind: expected.count(PLACEHOLDERS[kind])})
+
+
+@pytest.mark.parametrize("text", MORE_NEGATIVES)
+def test_leaves_years_order_ids_prices_and_times_alone(text):
+    counts = Counter()
+    assert scrub_text(text, counts) == text
+    assert not counts
