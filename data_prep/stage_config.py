@@ -5,6 +5,14 @@ Every stage has one ``*Config`` dataclass. ``load_config(DataPrepConfig, "config
 depth, raise :class:`ConfigError` naming the key and the valid alternatives: a typo never turns
 into a silent default.
 
+An override's value is parsed against the declared type of its field, not as YAML: ``seed=010``
+is 10, ``output_dir=1.10`` is the string "1.10", ``flag=yes`` is an error (booleans are
+``true``/``false``), and ``null`` (or ``~``) is accepted only by an ``Optional`` field. A value
+that does not fit raises :class:`ConfigError` naming the key and the type it expected. Lists and
+mappings are written as YAML flow values (``languages=[en, de]``, ``sources=[{adapter: oasst,
+path: x}]``); their items are parsed against their own declared types the same way. YAML files
+load as YAML reads them, and their values are then checked against the same types.
+
 Lives in data_prep because data_prep is the bottom layer that train/ and eval/ already import.
 """
 
@@ -12,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -31,92 +41,203 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _unwrap_optional(tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    """(the type inside ``Optional[...]``, whether None is allowed)."""
+    if tp is Any:
+        return tp, True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
-            return args[0]
-    return tp
+            return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert a YAML value to the annotated type, recursing into dataclasses and lists."""
-    if value is None:
-        return None
-    tp = _unwrap_optional(tp)
+def _label(tp: Any) -> str:
+    """``list[str]``, ``SplitConfig``, ``dict[str, Any]``: a type as a reader writes it."""
+    if tp is Any:
+        return "Any"
+    if tp is type(None):
+        return "None"
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_label(a) for a in args)
+    if args:
+        return f"{typing.get_origin(tp).__name__}[{', '.join(_label(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+_SCALAR_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _describe(tp: Any, optional: bool) -> str:
+    if dataclasses.is_dataclass(tp):
+        text = f"a mapping for {tp.__name__}"
+    elif tp in _SCALAR_WORDS:
+        text = f"{_SCALAR_WORDS[tp]} ({_label(tp)})"
+    elif typing.get_origin(tp) in (list, tuple):
+        text = f"a list ({_label(tp)}), e.g. [a, b]"
+    elif typing.get_origin(tp) is dict:
+        text = f"a mapping ({_label(tp)}), e.g. {{key: value}}"
+    else:
+        text = _label(tp)
+    return text + " or null" * optional
+
+
+def _unknown_key(cls: type, key: str, where: str) -> ConfigError:
+    names = list(_field_types(cls))
+    near = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    path = f"{where}.{key}" if where else key
+    return ConfigError(f"unknown config key {path!r} for {cls.__name__}{hint}; valid keys: {', '.join(sorted(names))}")
+
+
+# Words an override uses for "no value". ("none" is not one: it is a legitimate string value.)
+_NULL_WORDS = {"null", "~"}
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _convert(value: Any, tp: Any, where: str, text: bool) -> Any:
+    """``value`` as the annotated type ``tp``, recursing into dataclasses, lists and mappings.
+
+    ``text=False``: ``value`` comes from a YAML file and is already typed by YAML; it is checked
+    (leniently: a YAML number is accepted for a string field). ``text=True``: it comes from a
+    ``key=value`` override, whose scalars are still strings; each is parsed as ``tp`` says, so
+    ``010`` is the integer 10 or the string "010", never YAML 1.1's octal 8.
+    """
+    tp, optional = _split_optional(tp)
+    is_null = value is None or (text and isinstance(value, str) and value.strip().lower() in _NULL_WORDS)
+    prefix = "override " if text else ""
+    if is_null:
+        if optional:
+            return None
+        raise ConfigError(f"{prefix}{where}: null is not allowed, expected {_describe(tp, False)}")
+
+    def mismatch() -> ConfigError:
+        return ConfigError(f"{prefix}{where}: expected {_describe(tp, optional)}, got {value!r}")
+
+    if tp is Any:
+        return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return build_dataclass(tp, value, where)
+            raise mismatch()
+        return build_dataclass(tp, value, where, text=text)
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise mismatch()
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return [_convert(v, item_tp, f"{where}[{i}]", text) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+            raise mismatch()
+        (_, value_tp) = typing.get_args(tp) or (Any, Any)
+        return {k: _convert(v, value_tp, f"{where}.{k}", text) for k, v in value.items()}
+    if text and not isinstance(value, str):  # a list or mapping where a single value belongs
+        raise mismatch()
     if tp is bool:
-        if isinstance(value, bool):
+        if text and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not text and isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return tp(value)
+        raise mismatch()
+    if tp is int:
+        if text and _INTEGER.fullmatch(value.strip()):
+            return int(value)
+        if not text and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+            return int(value)
+        raise mismatch()
+    if tp is float:
+        if text:
+            try:
+                number = float(value)
+            except ValueError:
+                raise mismatch() from None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            raise mismatch()
+        if not math.isfinite(number):
+            raise mismatch()
+        return number
     if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
+        if text:
+            return value
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise mismatch()
     return value
 
 
-def build_dataclass(cls: type[T], values: dict[str, Any], where: str = "") -> T:
-    """Instantiate ``cls`` from a mapping, rejecting unknown keys by name."""
+def build_dataclass(cls: type[T], values: dict[str, Any], where: str = "", text: bool = False) -> T:
+    """Instantiate ``cls`` from a mapping, rejecting unknown keys by name (``text``: see :func:`_convert`)."""
     types_ = _field_types(cls)
-    unknown = [k for k in values if k not in types_]
-    if unknown:
-        key = unknown[0]
-        near = difflib.get_close_matches(key, list(types_), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(
-            f"unknown config key {where + '.' if where else ''}{key!r} for {cls.__name__}{hint}; "
-            f"valid keys: {', '.join(sorted(types_))}"
-        )
-    kwargs = {k: _coerce(v, types_[k], f"{where + '.' if where else ''}{k}") for k, v in values.items()}
+    for key in values:
+        if key not in types_:
+            raise _unknown_key(cls, key, where)
+    kwargs = {k: _convert(v, types_[k], f"{where}.{k}" if where else k, text) for k, v in values.items()}
     return cls(**kwargs)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {} if child is None else child
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {dotted!r}: {part!r} is not a mapping")
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
+def _override_type(cls: type, key: str) -> Any:
+    """The declared type of the (dotted) field ``key`` of ``cls``; each part before the last must
+    name a nested dataclass."""
+    parts = key.split(".")
+    owner: Any = cls
+    for i, part in enumerate(parts):
+        types_ = _field_types(owner)
+        where = ".".join(parts[:i])
+        if part not in types_:
+            raise _unknown_key(owner, part, where)
+        tp = types_[part]
+        if i == len(parts) - 1:
+            return tp
+        inner, _ = _split_optional(tp)
+        if not dataclasses.is_dataclass(inner):
+            section = ".".join(parts[: i + 1])
+            example = {list: "[...]", tuple: "[...]", dict: "{...}"}.get(typing.get_origin(inner), "<value>")
+            raise ConfigError(f"override {key}: {section!r} is {_label(tp)}, not a section with keys; "
+                              f"set it whole, e.g. {section}={example}")
+        owner = inner
+    raise AssertionError("unreachable")
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["a=1", "b.c=[x, y]"]`` -> nested dict; values are parsed as YAML scalars/lists."""
+def _parse_override_value(raw: str, tp: Any, key: str) -> Any:
+    """The text after ``=`` as the declared type ``tp``. A string field takes the text as it is;
+    a number or boolean is parsed from it; a list, mapping or nested dataclass is read as a YAML
+    flow value (``[a, b]``, ``{k: v}``) whose scalars stay strings until each is parsed against
+    its own declared type."""
+    inner, _ = _split_optional(tp)
+    if inner is str or inner in _SCALAR_WORDS:
+        value: Any = raw
+    else:
+        try:
+            value = yaml.load(raw, Loader=yaml.BaseLoader)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"override {key}: cannot read {raw!r} as {_describe(inner, False)}: {problem}") from None
+    return _convert(value, tp, key, text=True)
+
+
+def parse_overrides(cls: type, overrides: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=[x, y]"]`` -> nested dict of values already converted to the types that
+    ``cls`` declares for ``a`` and ``b.c`` (see :func:`_parse_override_value`)."""
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip().lstrip("-").replace("-", "_")
-        _set_dotted(tree, key, yaml.safe_load(raw) if raw != "" else "")
+        value = _parse_override_value(raw, _override_type(cls, key), key)
+        *parents, leaf = key.split(".")
+        node = tree
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parents[: i + 1])
+                raise ConfigError(f"override {key}: {section!r} was already set whole by an earlier override")
+        node[leaf] = value
     return tree
 
 
@@ -146,7 +267,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if overrides:
         # Nested mappings merge (split.test_fraction=0.2 keeps the YAML's other split keys);
         # missing nested keys fall back to that dataclass's defaults in build_dataclass.
-        values = _deep_merge(values, parse_overrides(overrides))
+        values = _deep_merge(values, parse_overrides(cls, overrides))
     return build_dataclass(cls, values)
 
 
