@@ -6,6 +6,7 @@ This is the only module that imports every stage; the stages never import it.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module, function, one-line help). Modules are imported only when used.
@@ -18,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("eval.report", "cli", "render report.html / report.md from an eval run"),
     "publish": ("usersim.publish", "cli", "write (and optionally push) the Hub folder with a model card"),
     "chat": ("usersim.chat", "cli", "talk to a simulator: you play the assistant"),
+    "rl": ("usersim.rl.main", "cli", "GRPO-train an assistant policy against a trained simulator (TRL)"),
 }
 
 
@@ -36,7 +38,28 @@ def _usage(available: dict[str, tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+# What shells report for a writer stopped by SIGPIPE (128 + 13): `usersim show ... | head` ends
+# the way `cat big | head` does, so a script under `set -o pipefail` still sees the cut.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. When stdout's reader goes away early (``usersim show ... | head``),
+    stop quietly with :data:`EXIT_BROKEN_PIPE` instead of printing a BrokenPipeError traceback."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # inside the try: a write that fails must fail here, not at exit
+        return code
+    except BrokenPipeError:
+        # Nobody reads stdout any more. Point it at /dev/null so that the interpreter's own final
+        # flush of whatever is still buffered does not raise a second time on the way out.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     available = _available()
     if not argv or argv[0] in ("-h", "--help"):
