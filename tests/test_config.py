@@ -1,7 +1,6 @@
 """Every YAML under configs/ loads into its stage's Config class; typos are errors that name the key."""
 
 import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,7 @@ from data_prep.config import DataPrepConfig
 from data_prep.stage_config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# configs/<dir>/ -> "module:Class"; imported lazily so a stage that is not written yet is skipped.
+# configs/<dir>/ -> "module:Class". A module that cannot be imported is an error, never a skip.
 STAGE_CONFIG_CLASSES = {
     "data": "data_prep.config:DataPrepConfig",
     "train": "train.config:TrainConfig",
@@ -25,8 +24,6 @@ ALL_YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml"))
 
 def _config_class(stage: str):
     module, cls = STAGE_CONFIG_CLASSES[stage].split(":")
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"stage module {module} not written yet")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -71,6 +68,18 @@ def test_unknown_keys_are_errors_naming_the_key(tmp_path):
         load_config(DataPrepConfig, bad)
     with pytest.raises(ConfigError, match=r"^override filters.scrub_pii: expected true or false \(bool\), got 'maybe'$"):
         load_config(DataPrepConfig, None, ["filters.scrub_pii=maybe"])
+
+
+def test_a_missing_stage_config_module_is_an_error_not_a_skip(monkeypatch):
+    monkeypatch.setitem(STAGE_CONFIG_CLASSES, "ghost", "data_prep.no_such_config:GhostConfig")
+    try:
+        _config_class("ghost")
+    except ModuleNotFoundError as err:
+        assert err.name == "data_prep.no_such_config"
+    except pytest.skip.Exception:
+        pytest.fail("a missing stage module was skipped instead of reported")
+    else:
+        pytest.fail("a missing stage module was not reported")
 
 
 # ---- overrides are parsed against the field's declared type, not as YAML 1.1 scalars

@@ -23,18 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _available() -> dict[str, tuple[str, str, str]]:
-    out = {}
-    for name, spec in SUBCOMMANDS.items():
-        if importlib.util.find_spec(spec[0]) is not None:
-            out[name] = spec
-    return out
-
-
-def _usage(available: dict[str, tuple[str, str, str]]) -> str:
-    width = max(len(n) for n in available)
+def _usage() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
     lines = ["usage: usersim <subcommand> [args...]", "", "subcommands:"]
-    lines += [f"  {n.ljust(width)}  {h}" for n, (_, _, h) in available.items()]
+    lines += [f"  {n.ljust(width)}  {h}" for n, (_, _, h) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -61,15 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    available = _available()
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage(available))
+        print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in available:
-        print(f"usersim: unknown subcommand {name!r}\n\n{_usage(available)}", file=sys.stderr)
+    if name not in SUBCOMMANDS:
+        print(f"usersim: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, func, _ = available[name]
+    module, func, _ = SUBCOMMANDS[name]
+    # Every subcommand is part of the install: a module that fails to import is a broken install,
+    # and its ImportError is raised as it is rather than the subcommand being hidden.
     return int(getattr(importlib.import_module(module), func)(rest) or 0)
 
 
