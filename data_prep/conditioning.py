@@ -8,20 +8,34 @@ overwrite goal/persona; these heuristics are the default and the fallback.
   *training* conversations, their most typical opening turns (clipped): the openers with the
   highest mean word overlap with the user's other openers. The conversation being conditioned is
   excluded, so its own targets never appear in its condition.
-- goal: corpus goal/topic/prompt metadata (chit-chat's ``prompt``), else the first user turn, clipped.
-- knowledge_discloses: the user's first-person declarative sentences ("I am / I have / my ...");
-  knowledge_asks: the user's question sentences. Eval uses these to measure knowledge leak and
-  gradual disclosure.
+- goal: corpus goal/topic/prompt metadata (chit-chat's ``prompt``), else the content keywords of
+  the first user turn (never the turn itself).
+- knowledge_discloses: one short keyword item per first-person declarative sentence of the user
+  ("I have two dogs named Rex" -> "dogs, rex"); knowledge_asks: one keyword item per
+  question sentence (its topic words; a question with none is left out). Eval matches these by
+  content-word overlap to measure knowledge leak and gradual disclosure.
 - style: buckets for STYLE_KEYS; every threshold lives in :data:`STYLE_THRESHOLDS`.
+
+No oracle conditions (DESIGN.md): the target turns must not be readable from the condition.
+Keyword items are picked so that they never hold a 4-word span (data_prep.leakage) of any user
+turn of the conversation, and :func:`scrub_condition`, the last step of :func:`build_condition`,
+enforces it for the whole condition text: a persona part or opener, or a knowledge item, that
+would bring in a 4-word span of a user turn is dropped; such a goal (e.g. a corpus prompt the user
+typed again) is replaced by its keywords. Every scrubbed item is counted.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from typing import Any, Iterable, Mapping, Sequence
+from collections import Counter
+from dataclasses import replace
+from typing import AbstractSet, Any, Iterable, Mapping, Sequence
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from data_prep.config import ConditioningConfig
+from data_prep.leakage import LEAK_NGRAM, condition_text, ngram_set, normalised_words, shares_span
 from data_prep.prompt_format import Condition
 from data_prep.schema import USER, Conversation
 
@@ -50,6 +64,24 @@ NON_STANDARD_SPELLINGS = frozenset({
     "definately", "seperate", "tho", "thru", "gonna", "wanna", "gotta", "dunno", "idk", "ok", "k",
 })
 
+# Words that carry no fact in chat (on top of the English stop words); normalised (no apostrophes).
+CHAT_FILLER_WORDS = frozenset({
+    "hey", "hello", "yeah", "yes", "yep", "yup", "nope", "lol", "haha", "hahaha", "lmao", "omg", "okay", "wow",
+    "cool", "nice", "great", "awesome", "really", "just", "like", "likes", "liked", "love", "loved", "pretty",
+    "actually", "maybe", "think", "thought", "know", "guess", "lot", "lots", "thing", "things", "stuff", "sure",
+    "good", "bad", "gonna", "wanna", "gotta", "kind", "sort", "way", "want", "wanted", "got", "getting", "going",
+    "said", "say", "tell", "honestly", "honest", "definitely", "probably", "did", "does", "doing", "make", "makes",
+    "having", "im", "ive", "ill", "id", "dont", "didnt", "doesnt", "isnt", "wasnt", "arent", "werent", "wont",
+    "youre", "youve", "youll", "youd", "thats", "whats", "theres", "hes", "shes", "theyre", "lets", "oh", "hmm",
+    "thanks", "thank", "right", "totally", "bit", "little", "time", "today", "day", "named", "near", "live",
+    "lives", "lived", "living",
+})
+KEYWORDS_PER_ITEM = 3  # a knowledge item is at most this many content words (shorter than one 4-gram)
+GOAL_KEYWORDS = 6  # a goal abstracted to keywords keeps at most this many
+OPENERS_LABEL = "typical openers: "
+# The free-text fields scrub_condition may remove items from (the keys of its counts).
+SCRUBBED_FIELDS = ("persona", "goal", "knowledge_discloses", "knowledge_asks")
+
 _WORD = re.compile(r"[A-Za-z']+")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _DISCLOSURE = re.compile(
@@ -74,6 +106,29 @@ def clip(text: str, max_chars: int) -> str:
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s and s.strip()]
+
+
+def is_content_word(word: str) -> bool:
+    """A normalised word that can carry a fact: a number, or 3+ characters and no stop/filler word."""
+    return word.isdigit() or (len(word) >= 3 and word not in ENGLISH_STOP_WORDS and word not in CHAT_FILLER_WORDS)
+
+
+def keywords(text: str, max_words: int, avoid: AbstractSet[tuple[str, ...]] = frozenset(),
+             n: int = LEAK_NGRAM) -> list[str]:
+    """Distinct content words of ``text`` in order of first appearance, at most ``max_words``.
+
+    A word that would complete, with the words already picked, an n-gram in ``avoid`` is skipped,
+    so ``", ".join(result)`` never holds a span of the texts ``avoid`` was made from.
+    """
+    picked: list[str] = []
+    for word in dict.fromkeys(normalised_words(text)):
+        if len(picked) >= max_words:
+            break
+        completes = len(picked) >= n - 1 and tuple(picked[len(picked) - n + 1:] + [word]) in avoid
+        if not is_content_word(word) or completes:
+            continue
+        picked.append(word)
+    return picked
 
 
 def _unique(items: Iterable[str], limit: int) -> list[str]:
@@ -132,36 +187,68 @@ def persona_from_history(ranked_openers: Sequence[tuple[str, str]], exclude_conv
         picked.append(clip(text, max_chars))
         if len(picked) >= n_turns:
             break
-    return ("typical openers: " + " | ".join(f'"{p}"' for p in picked)) if picked else ""
+    return format_openers(picked)
+
+
+def format_openers(openers: Sequence[str]) -> str:
+    """The persona part listing openers (``typical openers: "a" | "b"``); "" when there are none."""
+    return (OPENERS_LABEL + " | ".join(f'"{o}"' for o in openers)) if openers else ""
+
+
+def split_persona(persona: str) -> tuple[list[str], list[str]]:
+    """(metadata parts, openers) of a persona built by :func:`build_persona` (openers come last)."""
+    head, label, tail = persona.partition(OPENERS_LABEL)
+    parts = [p for p in head.split("; ") if p.strip()]
+    if not label:
+        return parts, []
+    tail = tail.strip()
+    openers = tail[1:-1].split('" | "') if len(tail) >= 2 and tail[0] == tail[-1] == '"' else [tail]
+    return parts, [o for o in openers if o]
 
 
 def build_persona(metadata: Mapping[str, Any], history: str) -> str:
     return "; ".join(p for p in (persona_from_metadata(metadata), history) if p)
 
 
+def join_persona(parts: Sequence[str], openers: Sequence[str]) -> str:
+    """The persona text of metadata ``parts`` and ``openers`` (the inverse of :func:`split_persona`)."""
+    return "; ".join(p for p in (*parts, format_openers(openers)) if p)
+
+
 # ---- goal ----------------------------------------------------------------------------------
 
 def goal_from_conversation(conv: Conversation, max_chars: int) -> str:
+    """Corpus goal metadata, else the keywords of the first user turn ("" when it has none)."""
     for key in GOAL_METADATA_KEYS:
         value = conv.metadata.get(key)
         if isinstance(value, str) and value.strip():
             return clip(value, max_chars)
     users = conv.user_turns()
-    return clip(users[0], max_chars) if users else ""
+    if not users:
+        return ""
+    return clip(", ".join(keywords(users[0], GOAL_KEYWORDS, ngram_set(users))), max_chars)
 
 
 # ---- knowledge -----------------------------------------------------------------------------
 
+def keyword_items(found: Iterable[str], user_turns: Sequence[str], max_items: int, max_chars: int) -> list[str]:
+    """One ``"word, word"`` item per sentence of ``found`` (sentences without content words give
+    none), distinct, in order; no item holds a 4-word span of ``user_turns``."""
+    avoid = ngram_set(user_turns)
+    items = (", ".join(keywords(s, KEYWORDS_PER_ITEM, avoid)) for s in found)
+    return _unique((clip(it, max_chars) for it in items if it), max_items)
+
+
 def knowledge_discloses(user_turns: Sequence[str], max_items: int, max_chars: int) -> list[str]:
-    """First-person declarative sentences, in order of appearance."""
+    """Keywords of the first-person declarative sentences, in order of appearance."""
     found = (s for t in user_turns for s in sentences(t) if _DISCLOSURE.match(s) and not s.endswith("?"))
-    return _unique((clip(s, max_chars) for s in found), max_items)
+    return keyword_items(found, user_turns, max_items, max_chars)
 
 
 def knowledge_asks(user_turns: Sequence[str], max_items: int, max_chars: int) -> list[str]:
-    """Question sentences (ending in '?', at least two words), in order of appearance."""
+    """Topic keywords of the question sentences (ending in '?', at least two words), in order."""
     found = (s for t in user_turns for s in sentences(t) if s.endswith("?") and len(s.split()) >= 2)
-    return _unique((clip(s, max_chars) for s in found), max_items)
+    return keyword_items(found, user_turns, max_items, max_chars)
 
 
 # ---- style ---------------------------------------------------------------------------------
@@ -218,10 +305,61 @@ def style_buckets(user_turns: Sequence[str]) -> dict[str, str]:
 
 # ---- all fields ----------------------------------------------------------------------------
 
-def build_condition(conv: Conversation, cfg: ConditioningConfig, persona_history: str = "") -> Condition:
-    """The heuristic condition of ``conv``'s user (fields switched off in ``cfg`` stay empty)."""
+def abstract_goal(goal: str, avoid: AbstractSet[tuple[str, ...]], n: int = LEAK_NGRAM) -> str:
+    """The keywords of ``goal`` (none completing an n-gram of ``avoid``), comma-joined."""
+    return ", ".join(keywords(goal, GOAL_KEYWORDS, avoid, n))
+
+
+def scrub_condition(condition: Condition, user_turns: Sequence[str], n: int = LEAK_NGRAM,
+                    counts: Counter | None = None) -> Condition:
+    """``condition`` whose :func:`~data_prep.leakage.condition_text` shares no ``n``-word span
+    with any of ``user_turns``.
+
+    Items are taken in the order of the condition text (persona metadata parts, persona openers,
+    goal, knowledge_discloses, knowledge_asks) and each is kept only when the text built so far
+    plus the item is still clean, so a span across two items is caught too. A goal that does not
+    fit is replaced by its keywords when those fit (else dropped); any other item that does not fit
+    is dropped. ``counts[field]`` grows by the number of items scrubbed (dropped or abstracted).
+    """
+    avoid = ngram_set(user_turns, n)
+
+    def clean(candidate: Condition) -> bool:
+        return not shares_span(condition_text(candidate), avoid, n)
+
+    parts, openers = split_persona(condition.persona)
+    kept_parts: list[str] = []
+    kept_openers: list[str] = []
+    for part in parts:
+        if clean(Condition(persona=join_persona(kept_parts + [part], []))):
+            kept_parts.append(part)
+    for opener in openers:
+        if clean(Condition(persona=join_persona(kept_parts, kept_openers + [opener]))):
+            kept_openers.append(opener)
+    out = Condition(persona=join_persona(kept_parts, kept_openers), style=dict(condition.style))
+    for goal in (condition.goal, abstract_goal(condition.goal, avoid, n)):
+        if goal and clean(replace(out, goal=goal)):
+            out.goal = goal
+            break
+    for item in condition.knowledge_discloses:
+        if clean(replace(out, knowledge_discloses=out.knowledge_discloses + [item])):
+            out.knowledge_discloses.append(item)
+    for item in condition.knowledge_asks:
+        if clean(replace(out, knowledge_asks=out.knowledge_asks + [item])):
+            out.knowledge_asks.append(item)
+    if counts is not None:
+        counts["persona"] += len(parts) + len(openers) - len(kept_parts) - len(kept_openers)
+        counts["goal"] += out.goal != condition.goal
+        counts["knowledge_discloses"] += len(condition.knowledge_discloses) - len(out.knowledge_discloses)
+        counts["knowledge_asks"] += len(condition.knowledge_asks) - len(out.knowledge_asks)
+    return out
+
+
+def build_condition(conv: Conversation, cfg: ConditioningConfig, persona_history: str = "",
+                    scrubbed: Counter | None = None) -> Condition:
+    """The heuristic condition of ``conv``'s user (fields switched off in ``cfg`` stay empty),
+    scrubbed of the user's own wording (:func:`scrub_condition`, counted in ``scrubbed``)."""
     users = [t.text for t in conv.turns if t.role == USER]
-    return Condition(
+    condition = Condition(
         persona=build_persona(conv.metadata, persona_history) if cfg.persona else "",
         goal=goal_from_conversation(conv, cfg.max_item_chars) if cfg.goal else "",
         knowledge_discloses=knowledge_discloses(users, cfg.max_knowledge_items, cfg.max_item_chars)
@@ -229,3 +367,4 @@ def build_condition(conv: Conversation, cfg: ConditioningConfig, persona_history
         knowledge_asks=knowledge_asks(users, cfg.max_knowledge_items, cfg.max_item_chars) if cfg.knowledge else [],
         style=style_buckets(users) if cfg.style else {},
     )
+    return scrub_condition(condition, users, counts=scrubbed)

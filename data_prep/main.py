@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from data_prep.adapters import iter_source
 from data_prep.annotator import Annotator, annotate_or_fallback, make_annotator
 from data_prep.card import format_summary_table, write_dataset_card
-from data_prep.conditioning import build_condition, clip, persona_from_history, rank_typical_openers
+from data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_from_history, rank_typical_openers,
+                                    scrub_condition)
 from data_prep.config import DataPrepConfig
 from data_prep.dedupe import DuplicateFilter
 from data_prep.pii import scrub_text
@@ -132,20 +133,24 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: JsonlWriter) 
 
 
 def condition_records(path: Path, cfg: DataPrepConfig, ranked_openers: dict[str, list[tuple[str, str]]],
-                      annotator: Annotator | None, annotator_counts: Counter) -> Iterator[dict[str, Any]]:
-    """Pass 2 (a ``Dataset.from_generator`` generator): staged conversations -> conditioned records."""
+                      annotator: Annotator | None, annotator_counts: Counter,
+                      scrubbed: Counter) -> Iterator[dict[str, Any]]:
+    """Pass 2 (a ``Dataset.from_generator`` generator): staged conversations -> conditioned records.
+
+    ``scrubbed`` counts, per field, the condition items removed for sharing a 4-word span with the
+    conversation's user turns (heuristic and annotated conditions alike)."""
     ccfg = cfg.conditioning
     for conv in iter_conversations(path):
         history = ""
         if ccfg.persona and ccfg.persona_history_turns > 0:
             history = persona_from_history(ranked_openers.get(conv.user_id, []), conv.id, ccfg.persona_history_turns)
-        condition = build_condition(conv, ccfg, history)
+        condition = build_condition(conv, ccfg, history, scrubbed)
         limit = ccfg.annotator.max_conversations
         if annotator is not None and (not limit or annotator_counts["attempted"] < limit):
             annotator_counts["attempted"] += 1
             fields = [f for f in ccfg.annotator.fields if getattr(ccfg, f)]
             values = annotate_or_fallback(annotator, conv, fields, condition.to_row(), annotator_counts)
-            condition = Condition.from_row(values)
+            condition = scrub_condition(Condition.from_row(values), conv.user_turns(), counts=scrubbed)
         yield conversation_record(conv, condition)
 
 
@@ -161,7 +166,7 @@ def peak_rss_mb() -> float:
 
 
 def build_dataset(cfg: DataPrepConfig, staging: Path, passed: dict[str, Any], ranked: dict[str, Any],
-                  annotator: Annotator | None, annotator_counts: Counter) -> DatasetDict:
+                  annotator: Annotator | None, annotator_counts: Counter, scrubbed: Counter) -> DatasetDict:
     """Pass 2: conditioned records per split (Arrow, streamed) and per-turn items for held-out splits."""
     splits: dict[str, Dataset] = {}
     for split in SPLITS:
@@ -171,7 +176,7 @@ def build_dataset(cfg: DataPrepConfig, staging: Path, passed: dict[str, Any], ra
         splits[split] = Dataset.from_generator(
             condition_records, features=RECORD_FEATURES, cache_dir=str(staging / "cache"), split=NamedSplit(split),
             gen_kwargs={"path": staging / f"{split}.jsonl", "cfg": cfg, "ranked_openers": ranked,
-                        "annotator": annotator, "annotator_counts": annotator_counts},
+                        "annotator": annotator, "annotator_counts": annotator_counts, "scrubbed": scrubbed},
             fingerprint=f"usersim-data-{split}-{staging.name}",
         )
     for split in HELD_OUT:
@@ -202,7 +207,8 @@ def main(cfg: DataPrepConfig) -> Path:
 
         ranked = {u: rank_typical_openers(o) for u, o in passed["openers"].items() if len(o) > 1}
         annotator_counts: Counter = Counter()
-        dataset = build_dataset(cfg, staging, passed, ranked, annotator, annotator_counts)
+        scrubbed: Counter = Counter()
+        dataset = build_dataset(cfg, staging, passed, ranked, annotator, annotator_counts, scrubbed)
         held_out_users = set().union(*(passed["users"][s] for s in HELD_OUT))
         assert_no_held_out_leak(dataset[TRAIN].select_columns(["id", "user_id", "other_user_ids"]), held_out_users)
         turn_items = {f"{s}_turns": len(dataset[f"{s}_turns"]) for s in HELD_OUT}
@@ -221,6 +227,7 @@ def main(cfg: DataPrepConfig) -> Path:
         "pii": {k: passed["pii"].get(k, 0) for k in ("email", "phone", "ip", "credential_url")},
         "annotator": {"kind": cfg.conditioning.annotator.kind, **dict(annotator_counts)},
         "users_with_history_persona": len(ranked),
+        "condition_items_scrubbed": {f: scrubbed[f] for f in SCRUBBED_FIELDS},
         "time_s": round(time.time() - started, 1),
         "peak_rss_mb": peak_rss_mb(),
     }

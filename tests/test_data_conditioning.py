@@ -14,22 +14,24 @@ def test_clip():
     assert clip("abcdefghij", 5) == "abcd…" and len(clip("x" * 50, 8)) == 8
 
 
-def test_goal_prefers_corpus_prompt_then_first_user_turn():
+def test_goal_prefers_corpus_prompt_then_keywords_of_first_user_turn():
     c = conv(("assistant", "hi"), ("user", "I need help with my taxes please"), ("user", "later"))
-    assert goal_from_conversation(c, 100) == "I need help with my taxes please"
-    assert goal_from_conversation(c, 10) == "I need he…"
+    assert goal_from_conversation(c, 100) == "need, help, taxes"  # never the turn itself
+    assert goal_from_conversation(c, 10) == "need, hel…"
+    assert goal_from_conversation(conv(("user", "hi how are you?")), 100) == ""  # no content word, no goal
     c.metadata = {"prompt": " talk about  pets "}
     assert goal_from_conversation(c, 100) == "talk about pets"
 
 
-def test_knowledge_discloses_and_asks():
+def test_knowledge_discloses_and_asks_are_keywords_of_the_sentences():
     users = ["hey. I have two dogs and a cat! what do you have?", "my sister lives in Ohio. Im a nurse",
-             "why?", "Do you like hiking? I live near the Alps."]
-    assert knowledge_discloses(users, 10, 100) == ["I have two dogs and a cat!", "my sister lives in Ohio.",
-                                                   "Im a nurse", "I live near the Alps."]
-    assert knowledge_asks(users, 10, 100) == ["what do you have?", "Do you like hiking?"]
-    assert knowledge_discloses(users, 2, 100) == ["I have two dogs and a cat!", "my sister lives in Ohio."]
+             "why?", "Do you like hiking in the Rocky Mountains? I live near the Alps."]
+    assert knowledge_discloses(users, 10, 100) == ["dogs, cat", "sister, ohio", "nurse", "alps"]
+    # "what do you have?" has no content word: no item
+    assert knowledge_asks(users, 10, 100) == ["hiking, rocky, mountains"]
+    assert knowledge_discloses(users, 2, 100) == ["dogs, cat", "sister, ohio"]
     assert knowledge_discloses(["do I have to?", "The weather is nice"], 5, 100) == []
+    assert knowledge_discloses(["I work at the New York Stock Exchange downtown"], 5, 100) == ["work, new, york"]
 
 
 def test_style_buckets():
@@ -62,11 +64,12 @@ def test_persona_metadata_and_history_excludes_current_conversation():
 
 
 def test_build_condition_respects_switches():
-    c = conv(("user", "hi! I have a dog. do you?"), ("assistant", "yes"), metadata={"country": "UK"})
+    c = conv(("user", "hi! I have a dog named Rex. do you have any pets?"), ("assistant", "yes"),
+             metadata={"country": "UK"})
     full = build_condition(c, ConditioningConfig(), persona_history='typical openers: "yo"')
     assert full.persona == 'country: UK; typical openers: "yo"'
-    assert full.goal == "hi! I have a dog. do you?"
-    assert full.knowledge_discloses == ["I have a dog."] and full.knowledge_asks == ["do you?"]
+    assert full.goal == "dog, rex, pets"
+    assert full.knowledge_discloses == ["dog, rex"] and full.knowledge_asks == ["pets"]
     assert set(full.style) == {"length", "casing", "punctuation", "emoji", "typos"}
     off = build_condition(c, ConditioningConfig(persona=False, goal=False, knowledge=False, style=False))
     assert (off.persona, off.goal, off.knowledge_discloses, off.knowledge_asks, off.style) == ("", "", [], [], {})
