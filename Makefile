@@ -15,15 +15,17 @@ ifeq ($(PROFILE),smoke)
 DATA_CONFIG ?= configs/data/smoke.yaml
 TRAIN_CONFIG ?= configs/train/smoke.yaml
 EVAL_CONFIG ?= configs/eval/smoke.yaml
+RL_CONFIG ?= configs/rl/smoke.yaml
 else
 DATA_CONFIG ?= configs/data/chitchat.yaml
 TRAIN_CONFIG ?= configs/train/gemma-270m.yaml
 EVAL_CONFIG ?= configs/eval/default.yaml
+RL_CONFIG ?= configs/rl/default.yaml
 endif
 ACCELERATE_CONFIG ?= configs/accelerate/single.yaml
 REPO_ID ?= your-org/usersim-$(PROFILE)
 
-.PHONY: setup all data train eval report publish chat show test bench clean
+.PHONY: setup all data train eval report publish chat show rl test bench clean
 
 setup: $(STAMP)
 
@@ -60,6 +62,10 @@ chat: $(STAMP)
 
 show: $(STAMP)
 	$(USERSIM) show $(RUNS)/data --record 0
+
+# GRPO on an assistant policy against the trained simulator (after make all / make train); see README "Use the simulator in RL".
+rl: $(STAMP)
+	$(USERSIM) rl --config $(RL_CONFIG) --output_dir $(RUNS)/rl simulator_run=$(RUNS)/train data_dir=$(RUNS)/data
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

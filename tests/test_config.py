@@ -16,6 +16,7 @@ STAGE_CONFIG_CLASSES = {
     "data": "data_prep.config:DataPrepConfig",
     "train": "train.config:TrainConfig",
     "eval": "eval.config:EvalConfig",
+    "rl": "usersim.rl.config:RLConfig",
 }
 # accelerate's own files (configs/accelerate/) follow accelerate's schema, not a usersim stage's.
 NOT_STAGE_DIRS = {"accelerate"}

@@ -8,6 +8,7 @@ import pytest
 from data_prep.config import DataPrepConfig
 from eval.config import EvalConfig
 from train.config import TrainConfig
+from usersim.rl.config import RLConfig
 
 
 def _dataclasses(cls, seen=None):
@@ -26,7 +27,7 @@ def _dataclasses(cls, seen=None):
     return seen
 
 
-@pytest.mark.parametrize("root", [DataPrepConfig, TrainConfig, EvalConfig], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("root", [DataPrepConfig, TrainConfig, EvalConfig, RLConfig], ids=lambda c: c.__name__)
 def test_every_config_key_has_a_comment(root):
     undocumented = []
     for cls in _dataclasses(root):

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("eval.report", "cli", "render report.html / report.md from an eval run"),
     "publish": ("usersim.publish", "cli", "write (and optionally push) the Hub folder with a model card"),
     "chat": ("usersim.chat", "cli", "talk to a simulator: you play the assistant"),
+    "rl": ("usersim.rl.main", "cli", "GRPO-train an assistant policy against a trained simulator (TRL)"),
 }
 
 
