@@ -57,6 +57,9 @@ class TrainConfig:
     # record and attention never crosses a record boundary. Must be >= max_seq_len.
     max_tokens_per_batch: int = 4096
     packing: bool = True  # false = length-grouped padded batches of up to max_tokens_per_batch tokens
+    # Before the first step, compare packed vs per-record logits on a few records of the first row and
+    # refuse to train if records leak into each other (train/packing_check.py); false = skip the check.
+    packing_check: bool = True
 
     # --- optimisation ---
     learning_rate: float = 2e-4  # peak AdamW learning rate

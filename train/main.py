@@ -22,6 +22,7 @@ from train.base_model import TINY_RANDOM, base_model_sha256, prepare_base_model,
 from train.config import TrainConfig
 from train.examples import records_to_examples
 from train.lora import wrap_with_lora
+from train.checkpoint import gather_trainable
 from train.loop import train_loop
 from train.outputs import plot_loss_curve, train_metrics
 
@@ -77,7 +78,8 @@ def main(cfg: TrainConfig) -> Path:
     set_seed(cfg.seed)
     started = time.perf_counter()
     # cpu=True without a GPU: lets torchrun/mpirun start several CPU processes (gloo) as well.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # Accumulation goes through accelerator.accumulate (train/loop.py), so the accelerator must know it.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum_steps)
     run_dir = Path(cfg.output_dir)
 
     def log(msg: str, all_ranks: bool = False) -> None:
@@ -118,8 +120,12 @@ def main(cfg: TrainConfig) -> Path:
     log(f"rank {accelerator.process_index} of {accelerator.num_processes} done: trained up to step {history.step}",
         all_ranks=True)
     accelerator.wait_for_everyone()
+    # Collective: under FSDP every rank holds a shard of the adapter and all must join the gather.
+    adapter = gather_trainable(accelerator, run_stats["module"]) if run_stats["completed"] else {}
     if accelerator.is_main_process and run_stats["completed"]:
-        accelerator.unwrap_model(peft_model).save_pretrained(run_dir, safe_serialization=True)
+        # Names in the training module start with "model." (SupervisedLoss.model = the peft model).
+        state = {name.removeprefix("model."): t for name, t in adapter.items()}
+        peft_model.save_pretrained(run_dir, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(run_dir)
         log(f"wrote adapter and tokenizer to {run_dir}")
         metrics = train_metrics(history, run_stats, time.perf_counter() - started, accelerator.num_processes)
