@@ -3,7 +3,6 @@
 import pytest
 
 from eval.controllability import controllability_metrics, style_match, swapped_conditions, topic_overlap
-from eval.instruct_baseline import OPENING_CUE, instruct_messages
 
 HIKER = {"persona": "", "goal": "plan a hiking trip with my dogs", "knowledge_discloses": ["I have two dogs"],
          "knowledge_asks": ["a good trail near denver"], "style": {"length": "short", "casing": "lower"}}
@@ -54,13 +53,3 @@ def test_a_condition_following_simulator_has_positive_gaps_and_an_ignoring_one_d
     assert good["control_topic_gap_swapped"].value > 0.3 and good["control_style_gap_swapped"].value > 0
     assert bad["control_topic_gap_swapped"].value < 0 and bad["control_style_gap_swapped"].value <= 0
     assert good["control_style_match_own"].human_reference == 1.0
-
-
-def test_instruct_messages_flip_roles_and_carry_the_condition():
-    item = {"condition": HIKER, "history": [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "Hello!"}]}
-    msgs = instruct_messages(item, "You are a user.")
-    assert msgs[0]["role"] == "system" and "plan a hiking trip" in msgs[0]["content"]
-    assert [m["role"] for m in msgs[1:]] == ["user", "assistant", "user"]
-    assert msgs[1]["content"] == OPENING_CUE and msgs[2]["content"] == "hi" and msgs[3]["content"] == "Hello!"
-    empty = instruct_messages({"condition": None, "history": []}, "S")
-    assert [m["role"] for m in empty] == ["system", "user"]

@@ -141,7 +141,7 @@ def dequantised_copy(model: Any) -> Any:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict(), strict=True)
-    probe = torch.tensor([[2, 23391, 1902, 107, 2887, 236787]])
+    probe = torch.tensor([[2, 23391, 1902, 107, 2887, 236787]]) % config.vocab_size  # any ids within the vocabulary
     with torch.no_grad():
         torch.testing.assert_close(plain(probe).logits, model(probe).logits)
     return plain.eval()
@@ -157,18 +157,33 @@ def convert_packaged_gguf(cfg: TrainConfig) -> Path:
     if _marker_ok(out_dir, gguf_sha):
         print(f"[train] base model: reusing converted checkpoint {out_dir}")
         return out_dir
+    gguf_path = pkg.assemble(cache / "gguf" / pkg.MODEL_NAME)
+    meta = gguf_metadata(gguf_path)
+    refuse_instruct(GGUF_DEFAULT, instruct_reason(GGUF_DEFAULT, gguf_metadata=meta), cfg.allow_instruct_base)
+    # The base model has no chat template and must not get one (the simulator format is plain text).
+    return convert_gguf(gguf_path, gguf_sha, out_dir, source=GGUF_DEFAULT, meta=meta, keep_chat_template=False)
+
+
+def convert_gguf(gguf_path: Path, gguf_sha: str, out_dir: Path, *, source: str, meta: dict[str, Any] | None = None,
+                 keep_chat_template: bool = False, tag: str = "[train] base model:") -> Path:
+    """Dequantise ``gguf_path`` into a safetensors checkpoint at ``out_dir`` with its marker (reused if valid).
+
+    Shared by the train stage (the Gemma base, template dropped) and eval's prompted baseline (an
+    instruct GGUF, whose chat template is kept: that model is driven through it).
+    """
+    if _marker_ok(out_dir, gguf_sha):
+        print(f"{tag} reusing converted checkpoint {out_dir}")
+        return out_dir
     import shutil
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_path = pkg.assemble(cache / "gguf" / pkg.MODEL_NAME)
-    meta = gguf_metadata(gguf_path)
-    refuse_instruct(GGUF_DEFAULT, instruct_reason(GGUF_DEFAULT, gguf_metadata=meta), cfg.allow_instruct_base)
-    print(f"[train] base model: converting {gguf_path} (sha256 {gguf_sha[:12]}) -> {out_dir}")
+    meta = gguf_metadata(gguf_path) if meta is None else meta
+    print(f"{tag} converting {gguf_path} (sha256 {gguf_sha[:12]}) -> {out_dir}")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    # The base model has no chat template and must not get one (the simulator format is plain text).
-    tokenizer.chat_template = None
+    if not keep_chat_template:
+        tokenizer.chat_template = None
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     plain = dequantised_copy(model)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -177,7 +192,7 @@ def convert_packaged_gguf(cfg: TrainConfig) -> Path:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
-    marker = {"source": GGUF_DEFAULT, "gguf_file": pkg.MODEL_NAME, "gguf_sha256": gguf_sha,
+    marker = {"source": source, "gguf_file": gguf_path.name, "gguf_sha256": gguf_sha,
               "gguf_metadata": {k: str(v) for k, v in meta.items()}, "files_sha256": hash_directory(out_dir)}
     (out_dir / MARKER).write_text(json.dumps(marker, indent=2))
     return out_dir
