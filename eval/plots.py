@@ -1,15 +1,19 @@
 """The report's figures, drawn with matplotlib (Agg) from ``plots.json`` and nothing else.
 
 ``plots.json`` (written by ``usersim eval``) holds the data behind each figure; these functions only
-draw it. Shapes accepted (per system: ``human``, ``simulator``, ``base``):
+draw it. Shapes accepted (per system: ``human``, ``simulator``, ``base``, ``prompted``):
 
 - ``turn_length``: ``{system: [length, ...]}`` (raw lengths, drawn as histograms on shared bins), or
   ``{"bins": [edges], system: [counts]}`` (already binned);
 - ``disclosure_curve`` / ``drift``: ``{"turn_index": [x...], system: [y...]}``, or
   ``{system: {"x"|"turn_index": [...], "y"|"mean": [...], "ci_low": [...], "ci_high": [...]}}``;
-- ``roc`` / ``roc_neural``: ``{system: {"fpr": [...], "tpr": [...], "auc": a}}`` or one ``{"fpr", "tpr", "auc"}``.
+- ``roc`` / ``roc_neural`` (older runs only; drawn when present): ``{system: {"fpr", "tpr", "auc"}}``.
 
 A figure whose data is missing or malformed is skipped (the report says "not computed").
+
+The failure-mode chart (:func:`failure_mode_chart`) is drawn from metrics.json's rows instead, as
+selected by eval.failure_mode_table: for each failure mode, each system's stored value with its CI
+beside the human value (with its CI) or the human split-half floor.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ SYSTEM_STYLE = {
     "human": {"color": "#222222", "label": "human (held out)"},
     "simulator": {"color": "#1f77b4", "label": "simulator (trained)"},
     "base": {"color": "#ff7f0e", "label": "base (untuned)"},
-    "instruct": {"color": "#2ca02c", "label": "instruct (prompted)"},
+    "prompted": {"color": "#2ca02c", "label": "prompted LLM as user"},
 }
 X_KEYS = ("turn_index", "x", "turn", "index")
 Y_KEYS = ("y", "mean", "value", "values", "rate")
@@ -54,7 +58,7 @@ class Plot:
 
 
 def _systems(data: dict[str, Any]) -> list[str]:
-    """Systems in a fixed order (human, simulator, base), then any others."""
+    """Systems in a fixed order (human, simulator, base, prompted), then any others."""
     known = [s for s in SYSTEM_STYLE if s in data]
     return known + [k for k in data if k not in SYSTEM_STYLE and k not in X_KEYS and k not in ("bins", "edges", "xlabel", "ylabel", "note")]
 
@@ -186,7 +190,8 @@ def plot_roc(data: Any, title: str = "Discriminator ROC (real vs generated)") ->
 # plots.json key -> (title, caption, drawing function)
 PLOTS: dict[str, tuple[str, str, Callable[[Any], Figure | None]]] = {
     "turn_length": ("Turn-length distributions",
-                    "Length of user turns: held-out humans vs the trained simulator vs the untuned base.",
+                    "Length of user turns: held-out humans vs the trained simulator, the untuned base and the "
+                    "prompted LLM.",
                     plot_turn_length),
     "disclosure_curve": ("Disclosure curve",
                          "Share of the user's known facts revealed by each turn. Humans reveal gradually; "
@@ -209,10 +214,16 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+# Figures every run has; the others (ROC of older runs) are drawn only when plots.json holds them.
+EXPECTED_PLOTS = ("turn_length", "disclosure_curve", "drift")
+
+
 def render_plots(plots_json: dict[str, Any]) -> list[Plot]:
-    """One ``Plot`` per known key, in report order; ``png`` is None where the data is absent."""
+    """One ``Plot`` per figure, in report order; ``png`` is None where the data is absent or malformed."""
     out = []
     for key, (title, caption, draw) in PLOTS.items():
+        if key not in EXPECTED_PLOTS and key not in plots_json:
+            continue
         try:
             fig = draw(plots_json.get(key))
         except (TypeError, ValueError, KeyError):  # malformed data: say "not computed", don't crash
@@ -230,3 +241,73 @@ def write_plot_files(plots: list[Plot], out_dir: Path) -> list[Path]:
             path.write_bytes(plot.png)
             paths.append(path)
     return paths
+
+
+# ----------------------------------------------------------------------------- failure-mode chart
+FAILURE_MODE_CAPTION = ("Each panel is one failure mode, drawn on its own metric's scale: a dot is a system's stored "
+                        "value with its 95% CI. The black line is where humans are: the held-out humans' own value "
+                        "(grey band: its CI), or for a distance the human split-half floor (dashed: the distance "
+                        "between two disjoint groups of held-out humans at this n). The farther a dot from the "
+                        "black line, the farther that system from people.")
+
+
+def plot_failure_modes(lines: list[Any], systems: list[str]) -> Figure | None:
+    """Small multiples, one per failure mode (``eval.failure_mode_table.FailureModeLine``)."""
+    panels = [(line.mode.label, line.chart_metric) for line in lines if line.chart_metric is not None]
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.4, 0.3 + 0.98 * len(panels)), dpi=120, layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    ys = {s: len(systems) - 1 - i for i, s in enumerate(systems)}
+    for ax, (label, metric) in zip(axes, panels):
+        ref = metric.reference
+        xs = []
+        for system in systems:
+            row = metric.systems.get(system) or {}
+            value, lo, hi = row.get("value"), row.get("ci_low"), row.get("ci_high")
+            color = _style(system)["color"]
+            if not isinstance(value, (int, float)):
+                ax.text(0.01, ys[system], "not computed", transform=ax.get_yaxis_transform(), va="center",
+                        fontsize=7, color="#777777")
+                continue
+            xerr = None
+            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+                xerr = [[max(0.0, value - lo)], [max(0.0, hi - value)]]
+                xs += [lo, hi]
+            ax.errorbar([value], [ys[system]], xerr=xerr, fmt="o", color=color, capsize=3, markersize=5,
+                        elinewidth=1.6)
+            xs.append(value)
+        if isinstance(ref.value, (int, float)):
+            xs.append(ref.value)
+            if ref.kind == "human":
+                if isinstance(ref.ci_low, (int, float)) and isinstance(ref.ci_high, (int, float)):
+                    ax.axvspan(ref.ci_low, ref.ci_high, color="#000000", alpha=0.10, linewidth=0)
+                    xs += [ref.ci_low, ref.ci_high]
+                ax.axvline(ref.value, color="#111111", linewidth=1.6)
+            else:
+                ax.axvline(ref.value, color="#111111", linewidth=1.5, linestyle="--" if ref.kind == "floor" else ":")
+            ax.annotate({"human": "humans", "floor": "human floor", "target": "target"}.get(ref.kind, ""),
+                        (ref.value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -2),
+                        textcoords="offset points", fontsize=7, va="top", color="#111111")
+        ax.set_yticks(list(ys.values()), systems, fontsize=8)
+        for tick, system in zip(ax.get_yticklabels(), systems):
+            tick.set_color(_style(system)["color"])
+        ax.set_ylim(-0.6, len(systems) + 0.3)  # a free lane on top for the reference's label
+        if xs:
+            low, high = min(xs + [0.0]), max(xs)
+            pad = 0.06 * (high - low or 1.0)
+            ax.set_xlim(low - pad if low < 0 else 0.0, high + pad)
+        ax.set_title(f"{label}  ·  {metric.name}", fontsize=8.5, loc="left")
+        ax.tick_params(axis="x", labelsize=7.5)
+        ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def failure_mode_chart(lines: list[Any], systems: list[str]) -> Plot:
+    """The chart beside the failure-mode table (``png`` None when no failure-mode row is stored)."""
+    try:
+        fig = plot_failure_modes(lines, systems)
+    except (TypeError, ValueError, KeyError):
+        fig = None
+    return Plot("failure_modes", "Failure modes: each system against humans", FAILURE_MODE_CAPTION,
+                figure_png(fig) if fig is not None else None)

@@ -1,8 +1,12 @@
 """``usersim report EVAL_DIR``: render an eval run as report.html (self-contained) and report.md.
 
-Every number on the page comes from the eval run's files (metrics.json, plots.json,
-samples.jsonl); this module only selects, formats and draws. Missing optional parts render as
-"not computed".
+Every number on the page comes from the eval run's files (metrics.json, plots.json, samples.jsonl);
+this module only selects, formats and draws. Missing optional parts render as "not computed".
+
+From the top: the headline (paired accuracy with its CI, p-value, null band and MDE, the verdict
+sentence, coloured by eval.summary.page_status), the failure-mode table with its chart, the
+controls, paired discrimination per system and judge, perplexity, copy rate, truncation, the other
+figures, every metric, and side-by-side example turns.
 
     usersim report runs/default/eval            # -> runs/default/eval/report.html, report.md, plot_*.png
     usersim report runs/default/eval --output /tmp/r --examples 12
@@ -11,6 +15,7 @@ samples.jsonl); this module only selects, formats and draws. Missing optional pa
 from __future__ import annotations
 
 import argparse
+import html
 import shutil
 import sys
 from pathlib import Path
@@ -18,25 +23,28 @@ from typing import Any
 
 import jinja2
 
-from eval.plots import Plot, render_plots, write_plot_files
-from eval.summary import (NOT_COMPUTED, EvalRun, EvalRunError, controls_status, direction, explain_flag, find_metric, fmt,
-                          fmt_ci, headline, load_eval_run, summary_lines, worst_failure_mode)
+from eval.failure_mode_table import SYSTEM_LABELS, failure_mode_lines, systems_present
+from eval.plots import Plot, failure_mode_chart, render_plots, write_plot_files
+from eval.summary import (JUDGES, NOT_COMPUTED, PERPLEXITY, EvalRun, EvalRunError, control_checks, direction, fmt,
+                          fmt_band, fmt_ci, fmt_mde, load_eval_run, page_status, verdict_words)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-# Columns of the tables, in order; "instruct" (a prompted chat model) appears only when eval ran it.
-COMPARED_SYSTEMS = ("simulator", "base", "instruct")
-SYSTEM_LABELS = {"simulator": "trained simulator", "base": "untuned base", "instruct": "prompted instruct model"}
+# samples.jsonl key of each system's turn
+SAMPLE_KEYS = {"simulator": "simulated", "base": "base", "prompted": "prompted"}
+ROLE_WORDS = {"null": "null (must sit at chance)", "positive": "positive (must be caught)"}
 
 
-def systems_in(rows: list[dict[str, Any]]) -> list[str]:
-    """simulator and base always (missing = "not computed"), instruct when present."""
-    present = {r.get("system") for r in rows}
-    return [s for s in COMPARED_SYSTEMS if s in ("simulator", "base") or s in present]
+def _cell(row: dict[str, Any] | None, key: str = "value") -> dict[str, str]:
+    """``{"value": "0.05", "ci": "[0.03, 0.07]"}`` (ci "" when absent) for a table cell."""
+    if not row or row.get(key) is None:
+        return {"value": NOT_COMPUTED, "ci": ""}
+    ci = fmt_band(row.get("ci_low"), row.get("ci_high"))
+    return {"value": fmt(row[key]), "ci": "" if ci == NOT_COMPUTED else ci}
 
 
 def metric_table(rows: list[dict[str, Any]], systems: list[str] | None = None) -> list[dict[str, Any]]:
     """One line per (group, metric name): a value [CI] per system, human reference, direction, n, description."""
-    systems = systems or systems_in(rows)
+    systems = systems or systems_present(rows)
     order: list[tuple[str, str]] = []
     for row in rows:
         key = (str(row.get("group") or "other"), str(row.get("name")))
@@ -47,11 +55,10 @@ def metric_table(rows: list[dict[str, Any]], systems: list[str] | None = None) -
         mine = [r for r in rows if str(r.get("group") or "other") == group and r.get("name") == name]
         by_system = {r.get("system"): r for r in mine}
         first = next((by_system[s] for s in (*systems, "human") if s in by_system), mine[0])
-        human = first.get("human_reference")
-        if human is not None:
-            human_text = fmt(human)
-        elif "human" in by_system:
+        if "human" in by_system:
             human_text = fmt_ci(by_system["human"])
+        elif first.get("human_reference") is not None:
+            human_text = f"floor {fmt(first['human_reference'])}"
         else:
             human_text = "—"
         table.append({
@@ -59,7 +66,6 @@ def metric_table(rows: list[dict[str, Any]], systems: list[str] | None = None) -
             "name": name,
             "description": first.get("description") or "",
             "values": {s: fmt_ci(by_system.get(s)) for s in systems},
-            # kept for the card and older templates
             "simulator": fmt_ci(by_system.get("simulator")),
             "base": fmt_ci(by_system.get("base")),
             "human": human_text,
@@ -69,62 +75,160 @@ def metric_table(rows: list[dict[str, Any]], systems: list[str] | None = None) -
     return table
 
 
-def _is_result(value: Any) -> bool:
-    return isinstance(value, dict) and ("accuracy" in value or "value" in value)
+def failure_mode_table(rows: list[dict[str, Any]], systems: list[str]) -> list[dict[str, Any]]:
+    """The centrepiece: per failure mode its metrics, the human reference / floor, and a cell per system."""
+    out = []
+    for line in failure_mode_lines(rows, systems):
+        metrics = []
+        for m in line.metrics:
+            ref = m.reference
+            if ref.kind == "human":
+                reference = {"label": "human", **_cell({"value": ref.value, "ci_low": ref.ci_low,
+                                                        "ci_high": ref.ci_high})}
+            elif ref.kind == "floor":
+                reference = {"label": "split-half floor", "value": fmt(ref.value), "ci": ""}
+            elif ref.kind == "target":
+                reference = {"label": "target", "value": fmt(ref.value), "ci": ""}
+            else:
+                reference = {"label": "", "value": "no human reference", "ci": ""}
+            metrics.append({"name": m.name, "description": m.description, "reference": reference,
+                            "cells": {s: _cell(m.systems.get(s)) for s in systems}})
+        out.append({"key": line.mode.key, "label": line.mode.label, "means": line.mode.means, "metrics": metrics})
+    return out
 
 
-def control_rows(controls: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (control, discriminator): accuracy [CI], AUC, n, passed, what it checks.
+def _result(res: dict[str, Any] | None) -> dict[str, str]:
+    """A paired / unpaired judge result as display strings."""
+    res = res if isinstance(res, dict) else {}
+    return {"accuracy": fmt_ci(res, "accuracy"), "p": fmt(res.get("p_value")),
+            "null": fmt_band(res.get("null_low"), res.get("null_high")), "mde": fmt_mde(res.get("mde")),
+            "pairs": fmt(res.get("n_pairs")), "users": fmt(res.get("n_users"))}
 
-    metrics.json holds ``{"human_vs_human": {disc: result}, "non_human": {disc: result}, "flags",
-    "description": {control: text}}``; a flat ``{control: result}`` is read as one discriminator.
-    """
+
+def _passed_text(passed: Any) -> str:
+    return NOT_COMPUTED if passed is None else ("passed" if passed else "FAILED")
+
+
+def paired_control_rows(controls: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (paired control, judge)."""
     descriptions = controls.get("description") if isinstance(controls.get("description"), dict) else {}
     rows = []
-    for name, body in controls.items():
-        if name in ("flags", "description") or not isinstance(body, dict):
+    for name, body in (controls.get("paired") or {}).items():
+        if not isinstance(body, dict):
             continue
-        results = {"—": body} if _is_result(body) else {k: v for k, v in body.items() if isinstance(v, dict)}
-        for disc, res in results.items():
-            acc = res.get("accuracy", res.get("value"))
-            n = res.get("n")
-            if n is None and isinstance(res.get("n_real"), int) and isinstance(res.get("n_candidate"), int):
-                n = res["n_real"] + res["n_candidate"]
-            passed = res.get("passed", res.get("ok"))
-            rows.append({
-                "control": name.replace("_", " "),
-                "discriminator": disc,
-                "accuracy": fmt_ci({"value": acc, "ci_low": res.get("ci_low"), "ci_high": res.get("ci_high")}),
-                "auc": fmt_ci({"value": res.get("auc"), "ci_low": res.get("auc_ci_low"), "ci_high": res.get("auc_ci_high")}),
-                "n": fmt(n),
-                "passed": NOT_COMPUTED if passed is None else ("passed" if passed else "FAILED"),
-                "failed": passed is False,
-                "description": str(descriptions.get(name, "")),
-            })
+        judges = [j for j in JUDGES if isinstance(body.get(j), dict)] or ["—"]
+        for judge in judges:
+            rows.append({"control": name.replace("_", " "), "key": name,
+                         "role": ROLE_WORDS.get(str(body.get("role")), str(body.get("role") or "—")),
+                         "expect": str(body.get("expect") or descriptions.get(name) or ""),
+                         "judge": judge, **_result(body.get(judge)),
+                         "passed": _passed_text(body.get("passed")), "failed": body.get("passed") is False})
+    return rows
+
+
+def human_vs_human_rows(controls: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for judge, res in (controls.get("human_vs_human") or {}).items():
+        if not isinstance(res, dict):
+            continue
+        rows.append({"judge": judge, **_result(res), "auc": fmt(res.get("auc")),
+                     "n": f"{fmt(res.get('n_real'))} + {fmt(res.get('n_candidate'))} turns, "
+                          f"{fmt(res.get('n_users'))} users",
+                     "passed": _passed_text(res.get("passed")), "failed": res.get("passed") is False})
     return rows
 
 
 def control_sections(controls: dict[str, Any]) -> list[dict[str, Any]]:
     """Each control as a title and short ``key value`` items (for the model card)."""
     sections: dict[str, dict[str, Any]] = {}
-    for row in control_rows(controls):
-        section = sections.setdefault(row["control"], {"name": row["control"], "items": []})
-        label = "accuracy" if row["discriminator"] == "—" else f"{row['discriminator']} accuracy"
-        section["items"].append((label, f"{row['accuracy']} ({row['passed']})"))
+    for row in paired_control_rows(controls):
+        section = sections.setdefault(row["control"], {"name": row["control"], "role": row["role"], "items": []})
+        section["items"].append((f"{row['judge']} judge", f"{row['accuracy']}, p = {row['p']} ({row['passed']})"))
+    for row in human_vs_human_rows(controls):
+        section = sections.setdefault("human vs human", {"name": "human vs human", "role": "null, unpaired",
+                                                         "items": []})
+        section["items"].append((f"{row['judge']} judge", f"{row['accuracy']}, p = {row['p']} ({row['passed']})"))
     return list(sections.values())
 
 
-def example_turns(samples: list[dict[str, Any]], n: int, tail: int = 4) -> list[dict[str, Any]]:
-    """The first ``n`` held-out items: last ``tail`` history turns, then human / simulator / base (/ instruct)."""
+def paired_rows(metrics: dict[str, Any], systems: list[str]) -> list[dict[str, Any]]:
+    """Paired discrimination, one row per (system, judge), with the pairs left out."""
+    paired = metrics.get("paired") if isinstance(metrics.get("paired"), dict) else {}
+    rows = []
+    for system in systems:
+        body = paired.get(system)
+        if not isinstance(body, dict):
+            rows.append({"system": SYSTEM_LABELS.get(system, system), "judge": "—", **_result(None),
+                         "excluded": NOT_COMPUTED})
+            continue
+        excluded = body.get("excluded") if isinstance(body.get("excluded"), dict) else {}
+        excluded_text = ", ".join(f"{k} {fmt(v)}" for k, v in excluded.items()) or "—"
+        for judge in [j for j in JUDGES if isinstance(body.get(j), dict)] or ["—"]:
+            rows.append({"system": SYSTEM_LABELS.get(system, system), "judge": judge, **_result(body.get(judge)),
+                         "excluded": excluded_text})
+    return rows
+
+
+def paired_difference_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    diffs = metrics.get("paired_differences") if isinstance(metrics.get("paired_differences"), dict) else {}
+    rows = []
+    for comparison, body in diffs.items():
+        if not isinstance(body, dict):
+            continue
+        for name, res in body.items():
+            if isinstance(res, dict):
+                rows.append({"comparison": comparison.replace("_minus_", " − ").replace("_", " "), "metric": name,
+                             "value": fmt_ci(res)})
+    return rows
+
+
+def perplexity_rows(rows: list[dict[str, Any]], systems: list[str]) -> list[dict[str, str]]:
+    out = []
+    for system in systems:
+        row = next((r for r in rows if r.get("name") == PERPLEXITY and r.get("system") == system), None)
+        if row is not None:
+            out.append({"system": SYSTEM_LABELS.get(system, system), "value": fmt_ci(row), "n": fmt(row.get("n"))})
+        elif system == "prompted":
+            out.append({"system": SYSTEM_LABELS[system], "n": "—",
+                        "value": "not scored: another tokenizer, so it cannot be scored on the same tokens"})
+        else:
+            out.append({"system": SYSTEM_LABELS.get(system, system), "value": NOT_COMPUTED, "n": "—"})
+    return out
+
+
+def copy_rate_rows(rows: list[dict[str, Any]], systems: list[str]) -> list[dict[str, str]]:
+    out = []
+    for system in ("human", *systems):
+        row = next((r for r in rows if r.get("name") == "condition_copy_rate" and r.get("system") == system), None)
+        out.append({"system": SYSTEM_LABELS.get(system, system), "value": fmt_ci(row),
+                    "n": fmt(row.get("n")) if row else "—"})
+    return out
+
+
+def truncation_context(metrics: dict[str, Any], systems: list[str]) -> dict[str, Any] | None:
+    trunc = metrics.get("truncation")
+    if not isinstance(trunc, dict):
+        return None
+    capped = trunc.get("capped") if isinstance(trunc.get("capped"), dict) else {}
+    empty = trunc.get("empty") if isinstance(trunc.get("empty"), dict) else {}
+    return {"rows": [{"system": SYSTEM_LABELS.get(s, s), "capped": fmt(capped.get(s)), "empty": fmt(empty.get(s))}
+                     for s in systems if s in capped or s in empty],
+            "max_new_tokens": fmt(trunc.get("max_new_tokens")),
+            "prompt_turns_dropped": fmt(trunc.get("prompt_turns_dropped"))}
+
+
+def example_turns(samples: list[dict[str, Any]], n: int, systems: list[str], tail: int = 4) -> list[dict[str, Any]]:
+    """The first ``n`` held-out items: last ``tail`` history turns, then human / simulator / base / prompted."""
     out = []
     for s in samples[:n]:
         history = [{"role": str(t.get("role", "")), "text": str(t.get("text", ""))}
                    for t in (s.get("history_tail") or [])[-tail:] if isinstance(t, dict)]
         condition = s.get("condition") if isinstance(s.get("condition"), dict) else {}
-        turns = [("human", "human", _turn_text(s.get("real"), s.get("real_ends")))]
-        turns += [(system, key, _turn_text(s.get(key), s.get(f"{key}_ends")))
-                  for system, key in (("simulator", "simulated"), ("base", "base"), ("instruct", "instruct"))
-                  if system != "instruct" or key in s]
+        turns = [_turn("human", s.get("real"), s.get("real_ends"), False)]
+        for system in systems:
+            key = SAMPLE_KEYS[system]
+            if key in s or system in ("simulator", "base"):
+                turns.append(_turn(system, s.get(key), s.get(f"{key}_ends"), s.get(f"{key}_capped")))
         out.append({
             "id": str(s.get("id", "")),
             "user_id": str(s.get("user_id", "")),
@@ -132,30 +236,46 @@ def example_turns(samples: list[dict[str, Any]], n: int, tail: int = 4) -> list[
             "goal": str(condition.get("goal") or ""),
             "persona": str(condition.get("persona") or ""),
             "history": history,
-            "turns": [{"system": system, "text": text} for system, _, text in turns],
-            "real": turns[0][2],
-            "simulated": turns[1][2],
-            "base": turns[2][2],
+            "turns": turns,
         })
     return out
 
 
-def _turn_text(text: Any, ends: Any) -> str:
-    if text is None:
-        return NOT_COMPUTED
-    text = str(text)
-    if ends and "END OF CONVERSATION" not in text:
-        text = (text + " [END OF CONVERSATION]").strip()
-    return text
+def _turn(system: str, text: Any, ends: Any, capped: Any) -> dict[str, Any]:
+    label = "human (the real next turn)" if system == "human" else SYSTEM_LABELS.get(system, system)
+    return {"system": system, "label": label,
+            "text": NOT_COMPUTED if text is None else str(text), "ends": bool(ends), "capped": bool(capped)}
 
 
-def report_context(run: EvalRun, plots: list[Plot], n_examples: int) -> dict[str, Any]:
+def headline_context(run: EvalRun) -> dict[str, Any]:
+    head = run.headline
+    return {
+        "computed": bool(head) and head.get("accuracy") is not None,
+        "sentence": str(head.get("sentence") or NOT_COMPUTED),
+        "verdict": str(head.get("verdict") or ""),
+        "verdict_words": verdict_words(head.get("verdict")),
+        "system": SYSTEM_LABELS.get(str(head.get("system") or "simulator"), str(head.get("system"))),
+        "judge": str(head.get("judge") or "?"),
+        "accuracy": fmt(head.get("accuracy")),
+        "ci": fmt_band(head.get("ci_low"), head.get("ci_high")),
+        "p": fmt(head.get("p_value")),
+        "null": fmt_band(head.get("null_low"), head.get("null_high")),
+        "mde": fmt_mde(head.get("mde")),
+        "n_pairs": fmt(head.get("n_pairs")),
+        "n_users": fmt(head.get("n_users")),
+        "claimed_effect": fmt_mde(run.claimed_effect),
+    }
+
+
+def report_context(run: EvalRun, plots: list[Plot], fm_chart: Plot, n_examples: int) -> dict[str, Any]:
     m = run.metrics
-    worst = worst_failure_mode(run)
-    worst_base = find_metric(run.rows, (worst["name"],), "base") if worst else None
+    systems = systems_present(run.rows)
     train_run = m.get("train_run")
     if isinstance(train_run, dict):
         train_run = train_run.get("run_dir") or train_run.get("path") or "(see metrics.json)"
+    checks = control_checks(run)
+    status = page_status(run)
+    timings = m.get("timings_s") if isinstance(m.get("timings_s"), dict) else {}
     return {
         "title": "usersim fidelity report",
         "eval_dir": str(run.eval_dir),
@@ -163,27 +283,32 @@ def report_context(run: EvalRun, plots: list[Plot], n_examples: int) -> dict[str
         "seed": fmt(m.get("seed", run.run_info.get("seed"))),
         "git_revision": str(m.get("git_revision") or run.run_info.get("git_revision") or NOT_COMPUTED),
         "versions": m.get("versions") or run.run_info.get("versions") or {},
-        "headline": [{"label": h.label, "simulator": fmt_ci(h.simulator), "base": fmt_ci(h.base), "goal": h.goal,
-                      "computed": h.simulator is not None or h.base is not None} for h in headline(run)],
-        "systems": [{"key": sys_, "label": SYSTEM_LABELS[sys_]} for sys_ in systems_in(run.rows)],
-        "summary": summary_lines(run),
-        "flags": [explain_flag(f) for f in run.flags],
-        "controls_status": controls_status(run),
-        "controls": control_rows(run.controls),
-        "worst": None if worst is None else {
-            "name": worst["name"], "simulator": fmt_ci(worst), "human": fmt(worst.get("human_reference")),
-            "base": fmt_ci(worst_base), "description": worst.get("description") or ""},
-        "metrics": metric_table(run.rows),
+        "status": {"colour": status.colour, "title": status.title, "reasons": status.reasons},
+        "headline": headline_context(run),
+        "controls_passed": sum(c.passed is True for c in checks),
+        "controls_total": len(checks),
+        "systems": [{"key": s, "label": SYSTEM_LABELS[s]} for s in systems],
+        "failure_modes": failure_mode_table(run.rows, systems),
+        "fm_chart": fm_chart,
+        "paired_controls": paired_control_rows(run.controls),
+        "human_vs_human": human_vs_human_rows(run.controls),
+        "paired": paired_rows(m, systems),
+        "paired_differences": paired_difference_rows(m),
+        "perplexity": perplexity_rows(run.rows, systems),
+        "copy_rate": copy_rate_rows(run.rows, systems),
+        "truncation": truncation_context(m, systems),
+        "metrics": metric_table(run.rows, systems),
         "plots": plots,
-        "examples": example_turns(run.samples, n_examples),
+        "examples": example_turns(run.samples, n_examples, systems),
         "n_samples": len(run.samples),
+        "counts": {k: fmt(m.get(k)) for k in ("n_items", "n_users", "n_conversations")},
+        "timings": {k: fmt(v) for k, v in timings.items()},
         "not_computed": NOT_COMPUTED,
     }
 
 
 def md_cell(value: Any) -> str:
     """Text safe inside a markdown table cell: no pipes or newlines, HTML escaped."""
-    import html
     return html.escape(str(value), quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ⏎ ")
 
 
@@ -200,11 +325,12 @@ def render_report(eval_dir: str | Path, output_dir: str | Path | None = None, n_
     out = Path(output_dir) if output_dir else run.eval_dir
     out.mkdir(parents=True, exist_ok=True)
     plots = render_plots(run.plots)
-    context = report_context(run, plots, n_examples)
+    fm_chart = failure_mode_chart(failure_mode_lines(run.rows), systems_present(run.rows))
+    context = report_context(run, plots, fm_chart, n_examples)
     html_path = out / "report.html"
     html_path.write_text(_environment(True).get_template("report.html.j2").render(**context), encoding="utf-8")
     (out / "report.md").write_text(_environment(False).get_template("report.md.j2").render(**context), encoding="utf-8")
-    write_plot_files(plots, out)
+    write_plot_files([fm_chart, *plots], out)
     if (out / "metrics.json").resolve() != (run.eval_dir / "metrics.json").resolve():
         shutil.copyfile(run.eval_dir / "metrics.json", out / "metrics.json")
     return html_path

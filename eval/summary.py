@@ -1,12 +1,13 @@
 """Read an eval run directory and say what it found, without computing a single new number.
 
-``python -m eval.summary runs/<profile>`` (the last step of ``make all``) prints where the report
-is and five lines: discriminator accuracy trained vs base, held-out perplexity trained vs base,
-the controls, the failure mode furthest from humans, and the run's wall time and sizes.
+``python -m eval.summary runs/<profile>`` (the last step of ``make all``) prints where the report is,
+the headline sentence, the verdict with its numbers, every flag in words, the controls, one line per
+failure mode (each system beside its human reference or split-half floor), perplexity, and the run's
+sizes and step times.
 
-The small readers here (``load_eval_run``, ``find_metric``, ``headline``, ``worst_failure_mode``)
-are shared with ``eval.report`` and ``usersim.publish`` so that all three pick the same rows of
-``metrics.json`` (contract: docs/contracts.md, names: eval/METRICS.md).
+The small readers here (``load_eval_run``, ``read_headline``, ``page_status``, ``explain_flag``,
+``find_metric``, ``fmt``...) are shared with ``eval.report`` and ``usersim.publish`` so that all three
+read ``metrics.json`` the same way (contract: docs/contracts.md, names: eval/METRICS.md).
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NOT_COMPUTED = "not computed"
+from eval.failure_mode_table import NOT_COMPUTED, SYSTEM_LABELS, failure_mode_lines
 
-# Metric names are looked up by these predicates so that a renamed variant (``_fast``, ``_ngram``)
-# is still found; exact names from eval/METRICS.md come first.
-DISCRIMINATOR_NAMES = ("discriminator_accuracy", "discriminator_accuracy_fast", "discriminator_accuracy_ngram")
-NEURAL_DISCRIMINATOR_NAMES = ("discriminator_accuracy_neural", "discriminator_accuracy_minilm")
-PERPLEXITY_NAMES = ("heldout_perplexity", "held_out_perplexity", "perplexity")
-FAILURE_MODE_GROUPS = ("failure_mode", "failure_modes", "failure")
+PERPLEXITY = "heldout_perplexity"
+PAIRED_NAMES = {"fast": "paired_accuracy", "neural": "paired_accuracy_neural"}
+JUDGES = ("fast", "neural")
+# The one flag that is a warning (amber), not a failure (red): the run is too small, nothing is wrong.
+WARNING_FLAGS = ("too_small_to_tell",)
+VERDICT_WORDS = {
+    "distinguishable": "distinguishable from held-out humans",
+    "indistinguishable": "indistinguishable from held-out humans at this n",
+    "too_small_to_tell": "too small to tell",
+    "miscalibrated": "miscalibrated: the judge is significantly below chance",
+}
 
 
 @dataclass
@@ -49,6 +55,20 @@ class EvalRun:
     @property
     def flags(self) -> list[str]:
         return [str(f) for f in (self.controls.get("flags") or [])]
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        head = self.metrics.get("headline")
+        return dict(head) if isinstance(head, dict) else {}
+
+    @property
+    def claimed_effect(self) -> float | None:
+        """The effect the run claims to resolve: the headline's own, else the eval config's."""
+        cfg = self.metrics.get("config")
+        for value in (self.headline.get("claimed_effect"), cfg.get("claimed_effect") if isinstance(cfg, dict) else None):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value
+        return None
 
 
 class EvalRunError(FileNotFoundError):
@@ -109,6 +129,11 @@ def find_metric(rows: list[dict[str, Any]], names: tuple[str, ...], system: str)
     return None
 
 
+# ----------------------------------------------------------------------------- formatting
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for people: 3 significant digits, ``not computed`` for missing."""
     if value is None:
@@ -124,14 +149,26 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def fmt_ci(row: dict[str, Any] | None) -> str:
-    """``0.612 [0.58, 0.64]`` from a metrics row; ``not computed`` when absent."""
-    if not row or row.get("value") is None:
+def fmt_ci(row: dict[str, Any] | None, key: str = "value") -> str:
+    """``0.612 [0.58, 0.64]`` from a row (``value``) or a result (``key="accuracy"``); ``not computed`` when absent."""
+    if not row or row.get(key) is None:
         return NOT_COMPUTED
-    text = fmt(row["value"])
+    text = fmt(row[key])
     if row.get("ci_low") is not None and row.get("ci_high") is not None:
         text += f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
     return text
+
+
+def fmt_band(low: Any, high: Any) -> str:
+    return f"[{fmt(low)}, {fmt(high)}]" if _number(low) and _number(high) else NOT_COMPUTED
+
+
+def fmt_p(value: Any) -> str:
+    return f"p = {fmt(value)}" if _number(value) else "p not computed"
+
+
+def fmt_mde(value: Any) -> str:
+    return f"±{fmt(value)}" if _number(value) else NOT_COMPUTED
 
 
 def direction(row: dict[str, Any]) -> str:
@@ -146,77 +183,143 @@ def direction(row: dict[str, Any]) -> str:
     return "match human"
 
 
+# ----------------------------------------------------------------------------- headline, flags, status
+def verdict_words(verdict: Any) -> str:
+    return VERDICT_WORDS.get(str(verdict), str(verdict) if verdict else NOT_COMPUTED)
+
+
+def headline_numbers(head: dict[str, Any]) -> str:
+    """``paired accuracy (fast judge) 0.62 [0.55, 0.69], p = 0.003, null band [...], MDE ±0.14, 104 pairs from 38 users``."""
+    if not head or head.get("accuracy") is None:
+        return NOT_COMPUTED
+    judge = head.get("judge") or "?"
+    return (f"paired accuracy ({judge} judge) {fmt_ci(head, 'accuracy')}, {fmt_p(head.get('p_value'))}, "
+            f"null band {fmt_band(head.get('null_low'), head.get('null_high'))}, MDE {fmt_mde(head.get('mde'))}, "
+            f"{fmt(head.get('n_pairs'))} pairs from {fmt(head.get('n_users'))} users")
+
+
+def _control_description(run: EvalRun, name: str) -> str:
+    desc = run.controls.get("description")
+    if isinstance(desc, dict) and desc.get(name):
+        return str(desc[name])
+    body = (run.controls.get("paired") or {}).get(name)
+    return str(body.get("expect") or "") if isinstance(body, dict) else ""
+
+
+def explain_flag(flag: str, run: EvalRun | None = None) -> str:
+    """``flag: what it means`` in words; numbers only as stored in metrics.json."""
+    if flag == "null_control_rejected":
+        text = ("the null control was told apart: two samples of the simulator for the same context should sit at "
+                "chance, so the paired test finds differences where there are none and its p-values cannot be trusted")
+    elif flag == "human_vs_human_rejected":
+        text = ("two disjoint groups of held-out humans were told apart by the unpaired judge, so its numbers "
+                "(and `usersim discriminate`) are miscalibrated at this n")
+    elif flag.startswith("no_power:"):
+        name = flag.split(":", 1)[1]
+        desc = _control_description(run, name) if run is not None else ""
+        text = (f"the positive control '{name.replace('_', ' ')}' was not caught"
+                + (f" ({desc})" if desc else "")
+                + ": the judge lacks power at that effect size, so not telling the simulator apart says little")
+    elif flag == "headline_below_chance":
+        text = ("the judge calls the simulated turn the real one significantly more often than chance: a calibration "
+                "failure by definition, never a sign of fidelity")
+    elif flag == "too_small_to_tell":
+        head = run.headline if run is not None else {}
+        claimed = run.claimed_effect if run is not None else None
+        text = ("not significant, but this run cannot detect gaps smaller than "
+                f"{fmt_mde(head.get('mde'))}"
+                + (f", more than the ±{fmt(claimed)} the report claims to resolve" if claimed is not None else "")
+                + ": 'not told apart' does not mean 'indistinguishable' here; add pairs and users")
+    else:
+        return flag
+    return f"{flag}: {text}"
+
+
 @dataclass
-class HeadlineLine:
-    label: str
-    simulator: dict[str, Any] | None
-    base: dict[str, Any] | None
-    goal: str
+class ControlCheck:
+    key: str  # the control's name in metrics.json ("simulator_vs_itself", ..., "human_vs_human")
+    label: str  # e.g. "human vs human (fast)"
+    passed: bool | None
+    expect: str
 
 
-def headline(run: EvalRun) -> list[HeadlineLine]:
-    """Discriminator accuracy (fast and neural) and held-out perplexity, trained vs base."""
-    rows = run.rows
+# control key -> the flag that already reports its failure
+COVERED_BY = {"simulator_vs_itself": "null_control_rejected", "human_vs_human": "human_vs_human_rejected"}
+
+
+def control_checks(run: EvalRun) -> list[ControlCheck]:
+    """Every stored pass/fail of a control: each paired control, and human vs human per judge."""
     out = []
-    for label, names in (("Discriminator accuracy (real vs simulated)", DISCRIMINATOR_NAMES),
-                         ("Neural discriminator accuracy", NEURAL_DISCRIMINATOR_NAMES),
-                         ("Held-out perplexity of human turns", PERPLEXITY_NAMES)):
-        sim, base = find_metric(rows, names, "simulator"), find_metric(rows, names, "base")
-        any_row = sim or base
-        if any_row is None:
-            goal = "target 0.5" if "accuracy" in label.lower() else "lower is better"
-        else:
-            goal = direction(any_row)
-        out.append(HeadlineLine(label, sim, base, goal))
+    for name, body in (run.controls.get("paired") or {}).items():
+        if isinstance(body, dict):
+            out.append(ControlCheck(name, name.replace("_", " "), body.get("passed"), str(body.get("expect") or "")))
+    for judge, body in (run.controls.get("human_vs_human") or {}).items():
+        if isinstance(body, dict) and "passed" in body:
+            out.append(ControlCheck("human_vs_human", f"human vs human ({judge})", body.get("passed"),
+                                    _control_description(run, "human_vs_human")
+                                    or "two groups of held-out humans must sit at chance"))
     return out
 
 
-def failure_mode_gap(row: dict[str, Any]) -> float | None:
-    """How far a row sits from its human reference: ``|value - human| / max(|human|, 0.1)``.
+@dataclass
+class PageStatus:
+    """The colour of the headline and why: ``green``, ``amber``, ``red``, ``neutral`` or ``grey``."""
 
-    Used only to *order* rows (which failure mode to name first); the numbers shown next to it are
-    always the stored value and reference. Rows without a human reference (e.g. end_f1, whose
-    target is 1.0) are not ranked. The 0.1 floor keeps a near-zero human rate from dominating.
-    """
-    value, ref = row.get("value"), row.get("human_reference")
-    if not isinstance(value, (int, float)) or not isinstance(ref, (int, float)):
-        return None
-    return abs(value - ref) / max(abs(ref), 0.1)
+    colour: str
+    title: str
+    reasons: list[str]
 
 
-def worst_failure_mode(run: EvalRun, system: str = "simulator") -> dict[str, Any] | None:
-    rows = [r for r in run.rows if r.get("group") in FAILURE_MODE_GROUPS and r.get("system") == system]
-    scored = [(failure_mode_gap(r), r) for r in rows]
-    scored = [(g, r) for g, r in scored if g is not None]
-    if not scored:
-        return None
-    return max(scored, key=lambda gr: gr[0])[1]
+def page_status(run: EvalRun) -> PageStatus:
+    """Green only when every control passed and the verdict is ``indistinguishable``; red for any flag or
+    failed control (and for a below-chance headline); amber when the run is too small to tell."""
+    head = run.headline
+    verdict = head.get("verdict")
+    checks = control_checks(run)
+    failing_flags = [f for f in run.flags if f not in WARNING_FLAGS]
+    reasons = [explain_flag(f, run) for f in failing_flags]
+    reasons += [f"control '{c.label}' failed: {c.expect}" for c in checks if c.passed is False
+                and COVERED_BY.get(c.key, f"no_power:{c.key}") not in failing_flags]
+    if verdict == "miscalibrated" and "headline_below_chance" not in failing_flags:
+        reasons.append(explain_flag("headline_below_chance", run))
+    if reasons:
+        return PageStatus("red", "Flagged: these numbers cannot be taken at face value", reasons)
+    warnings = [explain_flag(f, run) for f in run.flags if f in WARNING_FLAGS]
+    if verdict == "too_small_to_tell" or warnings:
+        if not warnings:
+            warnings = [explain_flag("too_small_to_tell", run)]
+        return PageStatus("amber", "Too small to tell", warnings)
+    if not head:
+        return PageStatus("grey", "No headline in metrics.json", ["rerun `usersim eval` to get the paired headline"])
+    all_passed = bool(checks) and all(c.passed is True for c in checks)
+    if verdict == "indistinguishable" and all_passed:
+        return PageStatus("green", "Indistinguishable at this n, and every control passed", [])
+    if verdict == "indistinguishable":
+        return PageStatus("grey", "Indistinguishable, but the controls were not run",
+                          ["without controls that can fail, 'indistinguishable' is not established"])
+    if verdict == "distinguishable":
+        note = "every control passed" if all_passed else "controls not run"
+        return PageStatus("neutral", f"Distinguishable from held-out humans ({note})", [])
+    return PageStatus("grey", f"Verdict: {verdict_words(verdict)}", [])
 
 
-# What the control flags of eval/controls.py mean, for readers of the report and card.
-FLAG_EXPLANATIONS = {
-    "discriminator_miscalibrated": "two groups of real humans were told apart (human-vs-human accuracy is not at "
-                                   "chance), so a discriminator accuracy near 0.5 is not evidence of fidelity",
-    "discriminator_no_power": "text known to be non-human was not reliably caught (CI not above 0.5), so the "
-                              "discriminator may be too weak (or n too small) to tell simulated from real",
-}
-
-
-def explain_flag(flag: str) -> str:
-    """``code: what it means`` for known flags; unknown flags as they are."""
-    return f"{flag}: {FLAG_EXPLANATIONS[flag]}" if flag in FLAG_EXPLANATIONS else flag
-
-
-def controls_status(run: EvalRun) -> str:
-    flags = run.flags
-    if flags:
-        return f"FLAGGED ({len(flags)}): " + "; ".join(flags)
-    if not run.controls:
+def controls_line(run: EvalRun) -> str:
+    checks = control_checks(run)
+    if not checks:
         return NOT_COMPUTED
-    return "ok: no control flagged (human vs human at chance, non-human text caught)"
+    failed = [c.label for c in checks if c.passed is False]
+    unknown = [c.label for c in checks if c.passed is None]
+    text = f"{len(checks) - len(failed) - len(unknown)} of {len(checks)} passed"
+    if failed:
+        text += "; FAILED: " + ", ".join(failed)
+    if unknown:
+        text += "; not decided: " + ", ".join(unknown)
+    return text
 
 
-def _train_run_dir(run: EvalRun) -> Path | None:
+# ----------------------------------------------------------------------------- run facts
+def train_run_dir(run: EvalRun) -> Path | None:
+    """The train run directory named by metrics.json's ``train_run`` (absolute, or relative to cwd/eval dir)."""
     train_run = run.metrics.get("train_run")
     if isinstance(train_run, dict):
         train_run = train_run.get("run_dir") or train_run.get("path") or train_run.get("dir")
@@ -226,11 +329,6 @@ def _train_run_dir(run: EvalRun) -> Path | None:
     if not path.is_absolute() and not path.exists():
         path = (run.eval_dir / path)
     return path
-
-
-def train_run_dir(run: EvalRun) -> Path | None:
-    """The train run directory named by metrics.json's ``train_run`` (absolute, or relative to cwd/eval dir)."""
-    return _train_run_dir(run)
 
 
 def _human_size(n: int) -> str:
@@ -253,13 +351,16 @@ def _train_metrics(run: EvalRun) -> dict[str, Any]:
     return {}
 
 
+def timings_text(run: EvalRun) -> str:
+    timings = run.metrics.get("timings_s")
+    if not isinstance(timings, dict) or not timings:
+        return NOT_COMPUTED
+    return ", ".join(f"{k} {fmt(v)} s" for k, v in timings.items())
+
+
 def wall_time_and_sizes(run: EvalRun) -> str:
-    """Wall time(s) and sizes stored by the stages; nothing is timed here."""
+    """Sizes and times stored by the stages; nothing is timed here."""
     parts = []
-    for key in ("wall_time_s", "wall_s", "elapsed_s"):
-        if isinstance(run.metrics.get(key), (int, float)):
-            parts.append(f"eval {run.metrics[key]:.0f} s")
-            break
     tm = _train_metrics(run)
     for key in ("wall_time_s", "train_runtime", "train_wall_s", "elapsed_s"):
         if isinstance(tm.get(key), (int, float)):
@@ -281,24 +382,63 @@ def wall_time_and_sizes(run: EvalRun) -> str:
     return ", ".join(parts) if parts else NOT_COMPUTED
 
 
+def systems_of(run: EvalRun) -> list[str]:
+    from eval.failure_mode_table import systems_present
+
+    return systems_present(run.rows)
+
+
+def perplexity_line(run: EvalRun) -> str:
+    rows = run.rows
+    sim, base = find_metric(rows, (PERPLEXITY,), "simulator"), find_metric(rows, (PERPLEXITY,), "base")
+    text = f"simulator {fmt_ci(sim)} vs base {fmt_ci(base)}"
+    diff = ((run.metrics.get("paired_differences") or {}).get("simulator_minus_base") or {}).get(PERPLEXITY)
+    if isinstance(diff, dict):
+        text += f"; paired difference simulator - base {fmt_ci(diff)}"
+    if "prompted" in systems_of(run) and find_metric(rows, (PERPLEXITY,), "prompted") is None:
+        text += "; prompted: not scored (another tokenizer, so not the same tokens)"
+    return text
+
+
+def failure_mode_summary(run: EvalRun) -> list[str]:
+    """One line per failure mode: its charted metric, the reference, each system's value [CI]."""
+    systems = systems_of(run)
+    out = []
+    for line in failure_mode_lines(run.rows, systems):
+        m = line.chart_metric
+        if m is None:
+            out.append(f"{line.mode.label}: {NOT_COMPUTED}")
+            continue
+        ref = m.reference
+        if ref.kind == "human":
+            ref_text = "human " + fmt_ci({"value": ref.value, "ci_low": ref.ci_low, "ci_high": ref.ci_high})
+        elif ref.kind == "floor":
+            ref_text = f"human floor {fmt(ref.value)}"
+        elif ref.kind == "target":
+            ref_text = f"target {fmt(ref.value)}"
+        else:
+            ref_text = "no human reference"
+        cells = " | ".join(f"{s} {fmt_ci(m.systems.get(s))}" for s in systems)
+        out.append(f"{line.mode.label} ({m.name}): {ref_text} | {cells}")
+    return out
+
+
 def summary_lines(run: EvalRun) -> list[str]:
-    """The five lines ``make all`` ends with."""
-    head = headline(run)
-    disc, ppl = head[0], head[2]
-    worst = worst_failure_mode(run)
-    if worst is None:
-        worst_text = NOT_COMPUTED
-    else:
-        base = find_metric(run.rows, (worst["name"],), "base")
-        worst_text = (f"{worst['name']}: simulator {fmt_ci(worst)} vs human {fmt(worst.get('human_reference'))}"
-                      + (f" (base {fmt(base.get('value'))})" if base else ""))
-    return [
-        f"discriminator accuracy: trained {fmt_ci(disc.simulator)} vs base {fmt_ci(disc.base)} (goal 0.5 = indistinguishable)",
-        f"held-out perplexity:    trained {fmt_ci(ppl.simulator)} vs base {fmt_ci(ppl.base)} (lower is better)",
-        f"controls:               {controls_status(run)}",
-        f"worst failure mode:     {worst_text}",
-        f"run:                    {wall_time_and_sizes(run)}",
+    """What ``make all`` ends with (each line stands alone)."""
+    head = run.headline
+    status = page_status(run)
+    lines = [
+        f"headline: {head.get('sentence') or NOT_COMPUTED}",
+        f"verdict:  {verdict_words(head.get('verdict')).upper() if head else NOT_COMPUTED} "
+        f"[{status.colour}] ({headline_numbers(head)})",
     ]
+    lines += [f"flag:     {explain_flag(f, run)}" for f in run.flags] or ["flags:    none"]
+    lines.append(f"controls: {controls_line(run)}")
+    lines.append("failure modes (value [95% CI]; read each against the human value or the human split-half floor):")
+    lines += ["  " + line for line in failure_mode_summary(run)]
+    lines.append(f"perplexity: {perplexity_line(run)}")
+    lines.append(f"run:      {wall_time_and_sizes(run)}; eval steps: {timings_text(run)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + line)
     return 0
 
+
+__all__ = ["EvalRun", "EvalRunError", "NOT_COMPUTED", "SYSTEM_LABELS", "PageStatus", "control_checks", "direction",
+           "explain_flag", "find_metric", "fmt", "fmt_band", "fmt_ci", "fmt_mde", "fmt_p", "headline_numbers",
+           "load_eval_run", "page_status", "summary_lines", "train_run_dir", "verdict_words"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 from huggingface_hub import ModelCard
 
+from eval.failure_mode_table import FAILURE_MODES
 from usersim.publish import PublishError, build_publish_folder, cli, list_folder, push_folder
-from synthetic_eval_run import write_tree
+from synthetic_eval_run import HEADLINES, write_tree
 
 EXPECTED_FILES = {"README.md", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json",
                   "tokenizer_config.json", "special_tokens_map.json", "report.html", "metrics.json", "base_model.json"}
@@ -80,26 +81,57 @@ def test_model_card_metadata_and_body(eval_dir):
     data = card.data.to_dict()
     assert data["base_model"] == "google/gemma-3-270m" and data["library_name"] == "peft"
     assert data["license"] == "gemma" and "user-simulator" in data["tags"]
-    results = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
-    assert results["discriminator_accuracy"] == 0.612 and results["heldout_perplexity"] == 23.4
+    metrics = data["model-index"][0]["results"][0]["metrics"]
+    # paired accuracy leads the model-index: it is the headline
+    assert [m["type"] for m in metrics[:2]] == ["paired_accuracy", "paired_accuracy_neural"]
+    assert metrics[0]["value"] == 0.62 and "fast judge" in metrics[0]["name"] and "0.5" in metrics[0]["name"]
+    results = {m["type"]: m["value"] for m in metrics}
+    assert results["heldout_perplexity"] == 23.4 and results["knowledge_leak_rate"] == 0.05
     body = card.text
     assert 'UserSimulator.from_pretrained("me/usersim-default"' in body
     for field in ("persona", "goal", "knowledge", "`typos`"):
         assert field in body
     assert "| chitchat | 7168 | 7001 | empty_turn: 120, duplicate: 47 |" in body  # data summary via train config
     assert "| test | records: 1320, users: 132 |" in body and "by user" in body
-    assert "| Discriminator accuracy (real vs simulated) | 0.612 [0.581, 0.643] | 0.913 [0.882, 0.944] | target 0.5 |" in body
-    failure = body.split("## Failure modes that remain")[1]
-    assert failure.index("assistant_likeness_rate") < failure.index("knowledge_leak_rate")  # worst first
+    fidelity = body.split("## Fidelity against held-out humans")[1].split("## Failure modes")[0]
+    assert HEADLINES["distinguishable"]["sentence"] in fidelity
+    assert "🔵 **Distinguishable from held-out humans (every control passed)**" in fidelity
+    assert "Verdict: **distinguishable from held-out humans**" in fidelity and "6 of 6 passed" in fidelity
+    assert "**0.62** [0.552, 0.691] · p = 0.003 · null band [0.431, 0.569] · MDE ±0.137" in fidelity
+    assert "| prompted LLM as user | fast | 0.934 [0.889, 0.979] | 0.0005 | ±0.137 | 110 | 39 |" in fidelity
+    assert "prompted LLM as user not scored" in fidelity
+    failure = body.split("## Failure modes")[1].split("<details>")[0]
+    assert "| failure mode | metric | humans | trained simulator | untuned base | prompted LLM as user |" in failure
+    assert ("| **too knowledgeable** | `knowledge_leak_rate` | human 0.02 [0, 0.04] | 0.05 [0.03, 0.07] | "
+            "0.09 [0.07, 0.11] | 0.38 [0.36, 0.4] |") in failure
+    rows = [line for line in failure.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == sum(len(m.metrics) for m in FAILURE_MODES)
     assert "git `abc123`" in body and "seed 0" in body and "lora:" in body
     assert "\n\n|" not in body.split("| group | metric |")[1].split("</details>")[0].strip()  # table unbroken
 
 
+@pytest.mark.parametrize("kwargs,mark", [
+    ({"verdict": "indistinguishable"}, "🟢"),
+    ({"verdict": "too_small_to_tell"}, "🟠"),
+    ({"verdict": "indistinguishable", "flags": ["null_control_rejected"], "failed_controls": ("simulator_vs_itself",)},
+     "🔴"),
+])
+def test_card_status_follows_the_report_rules(tmp_path, kwargs, mark):
+    ev = write_tree(tmp_path, **kwargs)
+    fake_report(ev)
+    body = ModelCard((build_publish_folder(ev, "me/x") / "README.md").read_text()).text
+    assert body.split("## Fidelity against held-out humans")[1].lstrip().startswith(f"> {mark} **")
+
+
 def test_card_shows_flags(tmp_path):
-    ev = write_tree(tmp_path, flags=["non_human control: accuracy 0.55 does not catch templated text"])
+    ev = write_tree(tmp_path, verdict="miscalibrated", flags=["headline_below_chance", "no_power:base"],
+                    failed_controls=("base",))
     fake_report(ev)
     text = (build_publish_folder(ev, "me/x") / "README.md").read_text()
-    assert "Controls flagged" in text and "does not catch templated text" in text
+    assert "Flagged: these numbers cannot be taken at face value" in text
+    assert "> - headline_below_chance: the judge calls the simulated turn the real one" in text
+    assert "> - no_power:base: the positive control 'base' was not caught" in text
+    assert "0.538 [0.468, 0.608], p = 0.36 (FAILED)" in text
 
 
 def test_base_model_json_is_portable(eval_dir):

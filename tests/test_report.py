@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.plots import plot_roc, plot_turn_length, plot_drift, render_plots
+from eval.failure_mode_table import FAILURE_MODES, failure_mode_lines
+from eval.plots import failure_mode_chart, plot_drift, plot_roc, plot_turn_length, render_plots
 from eval.report import cli, md_cell, metric_table, render_report
-from synthetic_eval_run import HOSTILE_TEXT, write_tree
+from synthetic_eval_run import HEADLINES, HOSTILE_TEXT, write_tree
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,18 +30,153 @@ def _inline_pngs(html: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
 
 
-def test_report_files_and_headline_numbers(rendered):
+def _headline_block(html: str) -> str:
+    return html[html.index('<section class="headline'):html.index("</section>")]
+
+
+def _failure_mode_table(html: str) -> str:
+    return html[html.index('<table class="fm-table">'):html.index("</table>", html.index('<table class="fm-table">'))]
+
+
+def test_report_opens_with_the_headline_sentence_and_numbers(rendered):
     ev, html_path = rendered
-    assert html_path == ev / "report.html"
-    for name in ("report.md", "plot_turn_length.png", "plot_disclosure_curve.png", "plot_drift.png", "plot_roc.png"):
-        assert (ev / name).is_file(), name
     html = html_path.read_text()
     md = (ev / "report.md").read_text()
-    for text in (html, md):
-        assert "0.612 [0.581, 0.643]" in text and "0.913 [0.882, 0.944]" in text  # discriminator, trained vs base
-        assert "23.4 [22.2, 24.6]" in text and "61.8 [58.7, 64.9]" in text  # perplexity, trained vs base
-        assert "target 0.5" in text
-        assert "Controls passed" in text
+    sentence = HEADLINES["distinguishable"]["sentence"]
+    head = _headline_block(html)
+    assert html.index('<section class="headline') < html.index('id="failure-modes"') < html.index('id="controls"')
+    assert sentence in head and sentence in md.split("## Failure modes")[0]
+    for text in (head, md.split("## Failure modes")[0]):
+        assert "0.62" in text and "[0.552, 0.691]" in text  # accuracy [CI]
+        assert "0.003" in text and "±0.137" in text and "[0.431, 0.569]" in text  # p, MDE, null band
+        assert "104" in text and "38" in text  # pairs, users
+        assert "distinguishable from held-out humans" in text
+    assert "claimed ±0.1" in head and "fast judge" in head
+
+
+@pytest.mark.parametrize("kwargs,colour,status", [
+    ({"verdict": "indistinguishable"}, "green", "every control passed"),
+    ({"verdict": "distinguishable"}, "neutral", "Distinguishable from held-out humans"),
+    ({"verdict": "too_small_to_tell"}, "amber", "Too small to tell"),
+    ({"verdict": "miscalibrated"}, "red", "Flagged"),
+    ({"verdict": "indistinguishable", "flags": ["null_control_rejected"], "failed_controls": ("simulator_vs_itself",)},
+     "red", "Flagged"),
+    ({"verdict": "indistinguishable", "failed_controls": ("simulator_hot",), "flags": []}, "red", "Flagged"),
+    ({"verdict": "too_small_to_tell", "flags": ["too_small_to_tell", "human_vs_human_rejected"],
+      "failed_controls": ("human_vs_human",)}, "red", "Flagged"),
+])
+def test_headline_colour_rules(tmp_path, kwargs, colour, status):
+    """Green only for 'indistinguishable' with every control passed; red on any flag or failed control; amber
+    when too small to tell."""
+    ev = write_tree(tmp_path, **kwargs)
+    html = render_report(ev).read_text()
+    head = _headline_block(html)
+    assert f'<section class="headline {colour}"' in html and status in head
+    assert html.count('class="headline ') == 1
+    md = (ev / "report.md").read_text()
+    mark = {"green": "🟢", "amber": "🟠", "red": "🔴", "neutral": "🔵"}[colour]
+    assert md.split("## Headline")[1].lstrip().startswith(f"> {mark} **")
+
+
+def test_each_flag_is_listed_in_words(tmp_path):
+    flags = ["null_control_rejected", "human_vs_human_rejected", "no_power:simulator_hot", "headline_below_chance"]
+    ev = write_tree(tmp_path, verdict="miscalibrated", flags=flags,
+                    failed_controls=("simulator_vs_itself", "human_vs_human", "simulator_hot"))
+    html = render_report(ev).read_text()
+    head = _headline_block(html)
+    assert "headline red" in html
+    assert "null_control_rejected: the null control was told apart" in head
+    assert "human_vs_human_rejected: two disjoint groups of held-out humans were told apart" in head
+    assert "no_power:simulator_hot: the positive control &#39;simulator hot&#39; was not caught" in head
+    assert "the trained simulator sampled at a high temperature" in head  # its description from metrics.json
+    assert "headline_below_chance: the judge calls the simulated turn the real one" in head
+    assert head.count("<li>") == 4  # each failed control is covered by its flag, not listed twice
+    md = (ev / "report.md").read_text().split("## Failure modes")[0]
+    assert md.count("\n> - ") == 4
+
+
+def test_failed_control_without_a_flag_is_still_red_and_named(tmp_path):
+    ev = write_tree(tmp_path, verdict="indistinguishable", failed_controls=("same_user_other_context",), flags=[])
+    html = render_report(ev).read_text()
+    assert "headline red" in html and "control &#39;same user other context&#39; failed" in _headline_block(html)
+    controls = html[html.index('id="controls"'):html.index('id="paired"')]
+    assert controls.count('<tr class="failed">') == 2  # fast and neural rows of that control
+    assert controls.count('<td class="fail">FAILED</td>') == 2 and '<td class="pass">passed</td>' in controls
+
+
+def test_too_small_to_tell_is_amber_and_says_why(tmp_path):
+    ev = write_tree(tmp_path, verdict="too_small_to_tell")
+    head = _headline_block(render_report(ev).read_text())
+    assert "headline amber" in render_report(ev).read_text()
+    assert "too_small_to_tell: not significant, but this run cannot detect gaps smaller than ±0.163" in head
+    assert "more than the ±0.1 the report claims to resolve" in head
+
+
+def test_failure_mode_table_rows_and_columns(rendered):
+    ev, html_path = rendered
+    html = html_path.read_text()
+    table = _failure_mode_table(html)
+    header = table[:table.index("</tr>")]
+    assert re.findall(r"<th[^>]*>([^<]+)</th>", header) == [
+        "failure mode", "metric", "humans", "trained simulator", "untuned base", "prompted LLM as user"]
+    for mode in FAILURE_MODES:
+        assert table.count(f'data-mode="{mode.key}"') == len(mode.metrics), mode.key
+        assert f"<b>{mode.label}</b>" in table
+        for name in mode.metrics:
+            assert f"<code>{name}</code>" in table
+    # a rate beside the humans' own value, a distance beside the split-half floor, every system with its CI
+    leak = table[table.index("<code>knowledge_leak_rate</code>"):]
+    leak = leak[:leak.index("</tr>")]
+    assert "human</span>0.02" in leak and "[0, 0.04]" in leak
+    assert "0.05" in leak and "[0.03, 0.07]" in leak and "0.38" in leak and "[0.36, 0.4]" in leak
+    area = table[table.index("<code>disclosure_area_between_curves</code>"):]
+    area = area[:area.index("</tr>")]
+    assert "split-half floor</span>0.06" in area and "[0.4, 0.46]" in area
+    assert "no human reference" in table  # sample_self_similarity: humans write one turn per context
+    md = (ev / "report.md").read_text()
+    assert ("| **too knowledgeable** | `knowledge_leak_rate` | human 0.02 [0, 0.04] | 0.05 [0.03, 0.07] | "
+            "0.09 [0.07, 0.11] | 0.38 [0.36, 0.4] |") in md
+    assert "|  | `lexical_diversity_mattr_abs_diff` | split-half floor 0.018  |" in md
+
+
+def test_failure_mode_chart_sits_beside_the_table(rendered):
+    ev, html_path = rendered
+    html = html_path.read_text()
+    fm = html[html.index('<div class="fm">'):html.index('id="controls"')]
+    assert '<table class="fm-table">' in fm and 'id="plot-failure_modes"' in fm
+    (png,) = _inline_pngs(fm)
+    assert png.startswith(PNG_MAGIC)
+    assert (ev / "plot_failure_modes.png").read_bytes() == png
+    assert "](plot_failure_modes.png)" in (ev / "report.md").read_text()
+
+
+def test_without_prompted_the_column_is_gone(tmp_path):
+    ev = write_tree(tmp_path, with_prompted=False)
+    html = render_report(ev).read_text()
+    assert "prompted LLM as user" not in _failure_mode_table(html)
+    assert 'class="turn prompted"' not in html
+    assert "not scored: another tokenizer" not in html
+
+
+def test_controls_paired_and_perplexity_sections(rendered):
+    ev, html_path = rendered
+    html = html_path.read_text()
+    controls = html[html.index('id="controls"'):html.index('id="paired"')]
+    for name in ("simulator vs itself", "same user other context", "base", "simulator hot"):
+        assert f"<td>{name}</td>" in controls
+    assert "null (must sit at chance)" in controls and "positive (must be caught)" in controls
+    assert "0.507 [0.45, 0.565]" in controls and "220 + 214 turns, 62 users" in controls  # human vs human
+    paired = html[html.index('id="paired"'):html.index('id="perplexity"')]
+    assert paired.count("<tr>") == 1 + 6 + 1 + 2  # header, 3 systems x 2 judges, differences header + 2
+    assert "0.934 [0.889, 0.979]" in paired and "ended 8, capped 0, empty 0" in paired
+    assert "-38.4 [-44.1, -33]" in paired and "simulator − base" in paired
+    ppl = html[html.index('id="perplexity"'):html.index('id="copy-rate"')]
+    assert "23.4 [22.2, 24.6]" in ppl and "61.8 [58.7, 64.9]" in ppl
+    assert "not scored: another tokenizer" in ppl
+    copy = html[html.index('id="copy-rate"'):html.index('id="truncation"')]
+    assert "held-out humans" in copy and "0.061 [0.058, 0.064]" in copy
+    trunc = html[html.index('id="truncation"'):html.index("<h2>Other figures")]
+    assert "<td>untuned base</td><td class=\"num\">17</td>" in trunc and "Token cap per turn: 64" in trunc
 
 
 def test_every_metric_has_a_row_with_reference_and_direction(rendered):
@@ -51,18 +187,19 @@ def test_every_metric_has_a_row_with_reference_and_direction(rendered):
     for name in {r["name"] for r in rows}:
         assert f"<td>{name}</td>" in html
         assert f"| {name} |" in md
-    assert "| behaviour | turn_length | 11.2 [10.5, 11.9] | 34.5 [32.4, 36.6] | 9.8 | match human |" in md
+    assert ("| behaviour | turn_length | 11.2 [10.5, 11.9] | 34.5 [32.4, 36.6] | 41 [38.5, 43.5] | 9.8 [9.21, 10.4] "
+            "| match human |") in md
+    assert "| behaviour | turn_length_ks | 0.16 [0.112, 0.208] | 0.58 [0.406, 0.754] | 0.66 [0.462, 0.858] | floor 0.11 |" in md
     assert "↓ lower is better" in html and "↑ higher is better" in html
 
 
 def test_plots_are_inline_pngs_in_html_and_files_next_to_md(rendered):
     ev, html_path = rendered
     pngs = _inline_pngs(html_path.read_text())
-    assert len(pngs) == 5 and all(p.startswith(PNG_MAGIC) for p in pngs)
+    assert len(pngs) == 4 and all(p.startswith(PNG_MAGIC) for p in pngs)
     md = (ev / "report.md").read_text()
-    for name in ("plot_turn_length.png", "plot_disclosure_curve.png", "plot_drift.png", "plot_roc.png",
-                 "plot_roc_neural.png"):
-        assert f"]({name})" in md
+    for name in ("plot_failure_modes.png", "plot_turn_length.png", "plot_disclosure_curve.png", "plot_drift.png"):
+        assert f"]({name})" in md and (ev / name).is_file()
     assert "src=\"file:" not in html_path.read_text() and "http" not in "".join(re.findall(r'src="([^"]*)"', html_path.read_text()))
 
 
@@ -75,29 +212,57 @@ def test_user_text_is_escaped(rendered):
     assert "<script>" not in md and "a\\|b" in md
 
 
+def test_markup_in_metrics_json_is_escaped_too(tmp_path):
+    ev = write_tree(tmp_path)
+    doc = json.loads((ev / "metrics.json").read_text())
+    doc["headline"]["sentence"] = "At n = 5 <img src=x onerror=alert(1)> pairs"
+    doc["controls"]["description"]["simulator_hot"] = "<b>hot</b>"
+    doc["controls"]["flags"] = ["no_power:simulator_hot"]
+    (ev / "metrics.json").write_text(json.dumps(doc))
+    html = render_report(ev).read_text()
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<b>hot</b>" not in html
+    assert "<img src=x" not in (ev / "report.md").read_text()
+
+
 def test_examples_side_by_side(rendered):
     _, html_path = rendered
     html = html_path.read_text()
     assert html.count('class="example"') == 8
-    assert "simulated turn 3: maybe hiking w my dog" in html
-    assert "As an AI language model, I would be happy to help with turn 3." in html
-    assert "Not much! Any plans for the weekend? (3)" in html
+    example = html.split('class="example"')[4]  # item 3
+    turns = re.findall(r'<div class="turn (\w+)">', example)
+    assert turns == ["human", "simulator", "base", "prompted"]
+    assert "human turn 3: yeah i think so lol" in example
+    assert "simulated turn 3: maybe hiking w my dog" in example
+    assert "2020 3GW4A9L08X6Ym 3 12345678901234567890" in example
+    assert "Certainly! Here are some weekend ideas for turn 3:" in example
+    assert "Not much! Any plans for the weekend? (3)" in example
+    assert "cut at the token cap" in example  # the base hit the cap
+    assert example.index("human turn 3") < example.index("simulated turn 3") < example.index("2020 3GW4") \
+        < example.index("Certainly!")
+    capped_sim = html.split('class="example"')[6]  # item 5: the simulator was capped too
+    assert capped_sim.count("cut at the token cap") == 2
 
 
-def test_flags_are_prominent(tmp_path):
-    ev = write_tree(tmp_path, flags=["human_vs_human accuracy 0.71 [0.66, 0.75] excludes 0.5"])
-    html = render_report(ev).read_text()
-    assert 'class="banner flagged"' in html and "excludes 0.5" in html
-    assert html.index("excludes 0.5") < html.index("<h2>Headline</h2>")
-    assert "Controls flagged (1)" in (ev / "report.md").read_text()
+def test_examples_in_markdown_are_one_table_row_per_item(rendered):
+    ev, _ = rendered
+    md = (ev / "report.md").read_text()
+    assert "| human (the real next turn) | trained simulator | untuned base | prompted LLM as user |" in md
+    assert "| human turn 3: yeah i think so lol | simulated turn 3: maybe hiking w my dog | " in md
+    assert "Certainly! Here are some weekend ideas for turn 3: ⏎ 1. Go hiking ⏎ 2. Visit a museum |" in md
 
 
 def test_missing_optional_parts_render_not_computed(tmp_path):
     ev = write_tree(tmp_path, neural=False, with_plots=False, with_samples=False)
+    doc = json.loads((ev / "metrics.json").read_text())
+    for key in ("headline", "truncation", "paired_differences"):
+        doc.pop(key)
+    (ev / "metrics.json").write_text(json.dumps(doc))
     html = render_report(ev).read_text()
-    assert re.search(r"Neural discriminator accuracy</td><td class=\"num\">not computed", html)
-    assert "<img" not in html and html.count("not computed") >= 6
-    assert not list(ev.glob("plot_*.png"))
+    assert "headline grey" in html
+    assert html.count("<img") == 1  # only the failure-mode chart, drawn from metrics.json
+    assert html.count("not computed") >= 5
+    assert not [p for p in ev.glob("plot_*.png") if p.name != "plot_failure_modes.png"]
 
 
 def test_malformed_plot_data_is_skipped_not_fatal(tmp_path):
@@ -105,7 +270,8 @@ def test_malformed_plot_data_is_skipped_not_fatal(tmp_path):
     (ev / "plots.json").write_text(json.dumps({"turn_length": {"human": "oops"}, "roc": {"fpr": [0, 1], "tpr": [0]},
                                                "drift": [1, 2], "disclosure_curve": None}))
     html = render_report(ev).read_text()
-    assert "<img" not in html and "Discriminator ROC: not computed" in html
+    assert html.count("<img") == 1 and "Discriminator ROC: not computed" in html
+    assert "Turn-length distributions: not computed" in html
 
 
 def test_output_dir_gets_metrics_copy(tmp_path):
@@ -120,6 +286,12 @@ def test_output_dir_gets_metrics_copy(tmp_path):
 def test_cli_without_eval_run_fails_clearly(tmp_path, capsys):
     assert cli([str(tmp_path)]) == 1
     assert "usersim eval" in capsys.readouterr().err
+
+
+def test_synthetic_run_follows_the_metrics_contract(tmp_path):
+    from eval.registry import validate_metrics_json
+
+    validate_metrics_json(json.loads((write_tree(tmp_path) / "metrics.json").read_text()))
 
 
 def test_metric_table_falls_back_to_human_system_row():
@@ -139,7 +311,18 @@ def test_plot_shapes():
     assert plot_drift({"simulator": {"x": [0, 1], "mean": [0.1, 0.2], "ci_low": [0, 0.1], "ci_high": [0.2, 0.3]}})
     assert plot_roc({"fpr": [0, 1], "tpr": [0, 1], "auc": 0.5}) is not None
     assert plot_roc({"simulator": {"auc": 0.5}}) is None
-    assert [p.png is None for p in render_plots({})] == [True] * 5
+    assert [p.key for p in render_plots({})] == ["turn_length", "disclosure_curve", "drift"]
+    assert all(p.png is None for p in render_plots({}))
+
+
+def test_failure_mode_chart_from_rows_only():
+    rows = [{"name": "knowledge_leak_rate", "system": s, "value": v, "ci_low": v - 0.01, "ci_high": v + 0.01}
+            for s, v in (("human", 0.02), ("simulator", 0.05))]
+    lines = failure_mode_lines(rows)
+    assert lines[0].chart_metric.reference.kind == "human"
+    assert [line.chart_metric for line in lines[1:]] == [None] * (len(FAILURE_MODES) - 1)
+    assert failure_mode_chart(lines, ["simulator", "base"]).png.startswith(PNG_MAGIC)
+    assert failure_mode_chart(failure_mode_lines([]), ["simulator", "base"]).png is None
 
 
 # ----------------------------------------------------------------------------- headless Chromium
@@ -160,6 +343,14 @@ ERROR_PROBE = ("<script>(function () { var e = console.error; console.error = fu
                "e.apply(console, ['ERROR:CONSOLE'].concat(Array.prototype.slice.call(arguments))); };"
                "window.addEventListener('error', function (ev) { console.log('Uncaught ' + (ev.message || "
                "('resource failed: ' + (ev.target && (ev.target.src || ev.target.href))))); }, true); })();</script>")
+
+
+# Layout probe for the report itself: where the headline, the failure-mode table and its chart land.
+LAYOUT_PROBE = ("<script>window.addEventListener('load', function () {"
+                "function box(sel) { var r = document.querySelector(sel).getBoundingClientRect();"
+                "return [r.left, r.top, r.right, r.bottom].map(Math.round).join(' '); }"
+                "document.body.setAttribute('data-layout', ['#headline', '.fm-table', '#plot-failure_modes']"
+                ".map(box).join(';'));});</script>")
 
 
 def _probe_copy(html: str, path: Path) -> Path:
@@ -211,7 +402,20 @@ def test_report_renders_in_headless_chromium(rendered, tmp_path):
     widths = re.search(r'data-img-widths="([0-9,]*)"', dom.stdout)
     assert widths, "the image probe did not run: " + dom.stderr[-2000:]
     decoded = [int(w) for w in widths.group(1).split(",") if w]
-    assert len(decoded) == 5 and all(w > 100 for w in decoded), decoded
+    assert len(decoded) == 4 and all(w > 100 for w in decoded), decoded
+
+    # the page opens with the headline (its blue band fills the top of the first screen) ...
+    top = np.asarray(image.crop((40, 100, 1240, 300))).reshape(-1, 3).astype(int)
+    assert float((np.abs(top - (233, 240, 250)).max(axis=1) <= 3).mean()) > 0.5, "no headline band at the top"
+    # ... and the failure-mode chart sits beside its table, both within the first screen
+    layout = _run_chromium(binary, tmp_path / "profile3", ["--dump-dom", "--virtual-time-budget=5000", (
+        _probe_copy(html_path.read_text().replace("</body>", LAYOUT_PROBE + "</body>"), tmp_path / "layout.html")
+    ).as_uri(), "--window-size=1280,2000"])
+    boxes = re.search(r'data-layout="([^"]*)"', layout.stdout)
+    assert boxes, layout.stderr[-2000:]
+    head, table, chart = ([int(v) for v in b.split()] for b in boxes.group(1).split(";"))
+    assert head[3] <= table[1] and chart[0] >= table[2] and abs(chart[1] - table[1]) < 40, (head, table, chart)
+    assert table[1] < 900 and chart[1] < 900
 
 
 def test_chromium_checks_catch_a_broken_page(tmp_path):
@@ -225,18 +429,6 @@ def test_chromium_checks_catch_a_broken_page(tmp_path):
     assert any("undefinedFn" in e for e in errors) and any("boom" in e for e in errors)
     assert any("resource failed" in e for e in errors)
     assert 'data-img-widths="0"' in dom.stdout
-
-
-def test_known_flag_is_explained_and_failed_control_marked(tmp_path):
-    ev = write_tree(tmp_path, flags=["discriminator_no_power"])
-    doc = json.loads((ev / "metrics.json").read_text())
-    doc["controls"]["non_human"]["neural"]["passed"] = False
-    (ev / "metrics.json").write_text(json.dumps(doc))
-    html = render_report(ev).read_text()
-    assert "discriminator_no_power: text known to be non-human was not reliably caught" in html
-    assert html.count('<tr class="failed">') == 1
-    assert "| non human | neural | 0.97 [0.935, 1] |" in (ev / "report.md").read_text()
-    assert "**FAILED**" in (ev / "report.md").read_text()
 
 
 def test_missing_chromium_fails_in_ci_and_skips_elsewhere(monkeypatch):

@@ -1,4 +1,4 @@
-"""eval.summary: the five lines `make all` ends with, read from metrics.json only."""
+"""eval.summary: what `make all` ends with, read from metrics.json only."""
 
 from __future__ import annotations
 
@@ -7,21 +7,49 @@ import math
 
 import pytest
 
-from eval.summary import (EvalRunError, find_metric, fmt, fmt_ci, load_eval_run, main, summary_lines,
-                          worst_failure_mode)
-from synthetic_eval_run import write_tree
+from eval.failure_mode_table import FAILURE_MODES
+from eval.summary import (EvalRunError, explain_flag, find_metric, fmt, fmt_ci, load_eval_run, main, page_status,
+                          summary_lines)
+from synthetic_eval_run import HEADLINES, write_tree
 
 
-def test_summary_lines_quote_stored_numbers(tmp_path):
+def _line(lines: list[str], prefix: str) -> str:
+    return next(line for line in lines if line.strip().startswith(prefix))
+
+
+def test_summary_quotes_the_headline_verdict_and_numbers(tmp_path):
     run = load_eval_run(write_tree(tmp_path / "runs" / "default"))
     lines = summary_lines(run)
-    assert len(lines) == 5
-    assert "trained 0.612 [0.581, 0.643] vs base 0.913 [0.882, 0.944]" in lines[0]
-    assert "trained 23.4 [22.2, 24.6] vs base 61.8 [58.7, 64.9]" in lines[1]
-    assert lines[2].split(":", 1)[1].strip().startswith("ok")
-    assert "assistant_likeness_rate" in lines[3] and "human 0.01" in lines[3]
-    assert "train 512 s" in lines[4] and "300 steps" in lines[4] and "adapter 1.1 KB" in lines[4]
-    assert "412 held-out items, 61 users" in lines[4]
+    assert lines[0] == "headline: " + HEADLINES["distinguishable"]["sentence"]
+    verdict = _line(lines, "verdict:")
+    assert "DISTINGUISHABLE FROM HELD-OUT HUMANS" in verdict and "[neutral]" in verdict
+    assert ("paired accuracy (fast judge) 0.62 [0.552, 0.691], p = 0.003, null band [0.431, 0.569], MDE ±0.137, "
+            "104 pairs from 38 users") in verdict
+    assert _line(lines, "flags:") == "flags:    none"
+    assert _line(lines, "controls:") == "controls: 6 of 6 passed"
+    assert "simulator 23.4 [22.2, 24.6] vs base 61.8 [58.7, 64.9]" in _line(lines, "perplexity:")
+    assert "paired difference simulator - base -38.4 [-44.1, -33]" in _line(lines, "perplexity:")
+    assert "prompted: not scored" in _line(lines, "perplexity:")
+    run_line = _line(lines, "run:")
+    assert "train 512 s" in run_line and "300 steps" in run_line and "adapter 1.1 KB" in run_line
+    assert "140 held-out items, 41 users" in run_line and "simulate 302 s" in run_line
+
+
+def test_one_line_per_failure_mode_with_every_system(tmp_path):
+    lines = summary_lines(load_eval_run(write_tree(tmp_path)))
+    start = lines.index(next(line for line in lines if line.startswith("failure modes")))
+    modes = lines[start + 1:start + 1 + len(FAILURE_MODES)]
+    assert [m.strip().split(" (")[0] for m in modes] == [f.label for f in FAILURE_MODES]
+    assert modes[0].strip() == ("too knowledgeable (knowledge_leak_rate): human 0.02 [0, 0.04] | simulator 0.05 "
+                                "[0.03, 0.07] | base 0.09 [0.07, 0.11] | prompted 0.38 [0.36, 0.4]")
+    assert "spoon-feeding (disclosure_area_between_curves): human floor 0.06 |" in modes[1]
+    # diversity: sample_self_similarity has no human reference, so the line shows the floor-backed distance
+    assert "lack of diversity (lexical_diversity_mattr_abs_diff): human floor 0.018" in modes[5]
+
+
+def test_without_prompted_no_prompted_column(tmp_path):
+    lines = summary_lines(load_eval_run(write_tree(tmp_path, with_prompted=False)))
+    assert not any("prompted" in line for line in lines)
 
 
 def test_main_accepts_profile_dir_and_prints_report_path(tmp_path, capsys):
@@ -30,7 +58,7 @@ def test_main_accepts_profile_dir_and_prints_report_path(tmp_path, capsys):
     assert main([str(tmp_path / "runs" / "smoke")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"report: {ev / 'report.html'}"
-    assert len(out) == 6
+    assert out[1].startswith("  headline: At n = 104 pairs")
 
 
 def test_main_says_when_report_is_not_rendered(tmp_path, capsys):
@@ -39,10 +67,45 @@ def test_main_says_when_report_is_not_rendered(tmp_path, capsys):
     assert "usersim report" in capsys.readouterr().out.splitlines()[0]
 
 
-def test_flags_are_reported(tmp_path):
-    run = load_eval_run(write_tree(tmp_path, flags=["human_vs_human accuracy 0.71 is above chance"]))
-    line = summary_lines(run)[2]
-    assert "FLAGGED (1)" in line and "0.71 is above chance" in line
+def test_flags_are_printed_in_words(tmp_path):
+    run = load_eval_run(write_tree(tmp_path, verdict="miscalibrated",
+                                   flags=["headline_below_chance", "no_power:base"], failed_controls=("base",)))
+    lines = summary_lines(run)
+    flags = [line for line in lines if line.startswith("flag:")]
+    assert len(flags) == 2
+    assert "headline_below_chance: the judge calls the simulated turn the real one" in flags[0]
+    assert "no_power:base: the positive control 'base' was not caught" in flags[1]
+    assert "[red]" in _line(lines, "verdict:") and "FAILED: base" in _line(lines, "controls:")
+
+
+@pytest.mark.parametrize("kwargs,colour", [
+    ({"verdict": "indistinguishable"}, "green"),
+    ({"verdict": "distinguishable"}, "neutral"),
+    ({"verdict": "too_small_to_tell"}, "amber"),
+    ({"verdict": "miscalibrated"}, "red"),
+    ({"verdict": "indistinguishable", "flags": ["null_control_rejected"]}, "red"),
+    ({"verdict": "indistinguishable", "failed_controls": ("base",), "flags": []}, "red"),
+    ({"verdict": "indistinguishable", "failed_controls": ("human_vs_human",), "flags": []}, "red"),
+    ({"verdict": "too_small_to_tell", "flags": ["too_small_to_tell", "no_power:simulator_hot"]}, "red"),
+])
+def test_page_status(tmp_path, kwargs, colour):
+    assert page_status(load_eval_run(write_tree(tmp_path, **kwargs))).colour == colour
+
+
+def test_green_needs_controls(tmp_path):
+    ev = write_tree(tmp_path, verdict="indistinguishable")
+    doc = json.loads((ev / "metrics.json").read_text())
+    doc["controls"] = {"paired": {}, "human_vs_human": {}, "flags": []}
+    (ev / "metrics.json").write_text(json.dumps(doc))
+    status = page_status(load_eval_run(ev))
+    assert status.colour == "grey" and "controls were not run" in status.title
+
+
+def test_unknown_flag_is_red_and_shown_as_is(tmp_path):
+    run = load_eval_run(write_tree(tmp_path, verdict="indistinguishable", flags=["something_new"]))
+    status = page_status(run)
+    assert status.colour == "red" and status.reasons == ["something_new"]
+    assert explain_flag("something_new") == "something_new"
 
 
 def test_missing_parts_read_not_computed(tmp_path):
@@ -50,14 +113,16 @@ def test_missing_parts_read_not_computed(tmp_path):
     doc = json.loads((ev / "metrics.json").read_text())
     doc["metrics"] = [m for m in doc["metrics"] if m["group"] not in ("perplexity", "failure_mode")]
     doc["controls"] = {}
-    for key in ("n_items", "n_users", "n_conversations"):
+    for key in ("n_items", "n_users", "n_conversations", "headline", "paired_differences", "timings_s"):
         doc.pop(key)
     doc["train_run"] = {"run_dir": str(tmp_path / "gone")}
     (ev / "metrics.json").write_text(json.dumps(doc))
     lines = summary_lines(load_eval_run(ev))
-    assert "trained not computed vs base not computed" in lines[1]
-    assert lines[2].endswith("not computed") and lines[3].endswith("not computed")
-    assert lines[4].endswith("not computed")
+    assert lines[0] == "headline: not computed" and "not computed" in lines[1]
+    assert _line(lines, "controls:").endswith("not computed")
+    assert "too knowledgeable: not computed" in "\n".join(lines)
+    assert "simulator not computed vs base not computed" in _line(lines, "perplexity:")
+    assert _line(lines, "run:") == "run:      not computed; eval steps: not computed"
 
 
 def test_no_metrics_json_is_a_clear_error(tmp_path, capsys):
@@ -65,12 +130,6 @@ def test_no_metrics_json_is_a_clear_error(tmp_path, capsys):
         load_eval_run(tmp_path)
     assert main([str(tmp_path)]) == 1
     assert "no metrics.json" in capsys.readouterr().err
-
-
-def test_worst_failure_mode_orders_by_distance_to_human(tmp_path):
-    run = load_eval_run(write_tree(tmp_path))
-    assert worst_failure_mode(run)["name"] == "assistant_likeness_rate"
-    assert worst_failure_mode(run, system="base")["name"] == "assistant_likeness_rate"
 
 
 def test_find_metric_prefers_names_in_order():
@@ -88,3 +147,4 @@ def test_fmt(value, expected):
 def test_fmt_ci_without_interval():
     assert fmt_ci({"value": 0.5, "ci_low": None, "ci_high": None}) == "0.5"
     assert fmt_ci({"value": None}) == "not computed"
+    assert fmt_ci({"accuracy": 0.6, "ci_low": 0.5, "ci_high": 0.7}, "accuracy") == "0.6 [0.5, 0.7]"

@@ -8,7 +8,9 @@ refusing to touch an existing repo unless ``--create-pr`` or ``--overwrite``.
 The token comes from ``HF_TOKEN`` or ``hf auth login`` (``huggingface_hub.get_token``); it is
 passed to ``HfApi`` and nowhere else: never printed, logged or written.
 
-Every number in the card is read from the eval run's ``metrics.json`` (via ``eval.summary``).
+Every number in the card is read from the eval run's ``metrics.json`` (via ``eval.summary`` and
+``eval.report``): the paired headline with its verdict and flags, and the failure-mode table of
+``eval.failure_mode_table``, the same as the report's.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Any
 import yaml
 
 from data_prep.prompt_format import STYLE_KEYS
-from eval.report import control_sections, metric_table
-from eval.summary import (FAILURE_MODE_GROUPS, EvalRun, EvalRunError, controls_status, explain_flag, failure_mode_gap,
-                          find_metric,
-                          fmt, fmt_ci, headline, load_eval_run, train_run_dir)
+from eval.failure_mode_table import SYSTEM_LABELS, systems_present
+from eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
+                         perplexity_rows)
+from eval.summary import EvalRun, EvalRunError, control_checks, fmt, load_eval_run, page_status, train_run_dir
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md.j2"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -152,16 +154,17 @@ def data_splits(src: PublishSources) -> list[dict[str, str]]:
     return out
 
 
-def failure_modes(run: EvalRun) -> list[dict[str, str]]:
-    """Failure-mode metrics of the trained simulator, furthest from humans first."""
-    rows = [r for r in run.rows if r.get("group") in FAILURE_MODE_GROUPS and r.get("system") == "simulator"]
-    rows.sort(key=lambda r: -(failure_mode_gap(r) or 0.0))
-    out = []
-    for r in rows:
-        base = find_metric(run.rows, (r["name"],), "base")
-        out.append({"name": r["name"], "simulator": fmt_ci(r), "base": fmt_ci(base),
-                    "human": fmt(r.get("human_reference")), "description": r.get("description") or ""})
-    return out
+# Paired accuracy leads the card's model-index: it is the headline number.
+PAIRED_FIRST = ("paired_accuracy", "paired_accuracy_neural")
+STATUS_MARKS = {"green": "🟢", "amber": "🟠", "red": "🔴", "neutral": "🔵", "grey": "⚪"}
+
+
+def _result_name(row: dict[str, Any]) -> str:
+    name = str(row["name"])
+    if name in PAIRED_FIRST:
+        judge = "neural" if name.endswith("_neural") else "fast"
+        return f"paired accuracy vs held-out humans ({judge} judge; 0.5 = indistinguishable)"
+    return name
 
 
 def card_data(src: PublishSources, repo_id: str, license_: str, base_model: str | None):
@@ -169,14 +172,15 @@ def card_data(src: PublishSources, repo_id: str, license_: str, base_model: str 
 
     source_names = list(((src.data_summary or {}).get("sources") or {}).keys())
     dataset_label = ", ".join(source_names) or "held-out users"
-    results = []
-    for row in src.run.rows:
-        if row.get("system") == "simulator" and isinstance(row.get("value"), (int, float)):
-            results.append(EvalResult(
-                task_type="text-generation", task_name="User simulation (next user turn)",
-                dataset_type=source_names[0] if source_names else "usersim-heldout",
-                dataset_name=f"held-out users ({dataset_label})", dataset_split="test",
-                metric_type=str(row["name"]), metric_name=str(row["name"]), metric_value=float(row["value"])))
+    rows = [r for r in src.run.rows if r.get("system") == "simulator" and isinstance(r.get("value"), (int, float))
+            and not isinstance(r.get("value"), bool)]
+    rows.sort(key=lambda r: PAIRED_FIRST.index(r["name"]) if r["name"] in PAIRED_FIRST else len(PAIRED_FIRST))
+    results = [EvalResult(
+        task_type="text-generation", task_name="User simulation (next user turn)",
+        dataset_type=source_names[0] if source_names else "usersim-heldout",
+        dataset_name=f"held-out users ({dataset_label})", dataset_split="test",
+        metric_type=str(row["name"]), metric_name=_result_name(row), metric_value=float(row["value"]))
+        for row in rows]
     hub_datasets = sorted({HUB_DATASETS[n] for n in source_names if n in HUB_DATASETS})
     return ModelCardData(
         base_model=base_model, library_name="peft", license=license_, datasets=hub_datasets or None,
@@ -188,7 +192,9 @@ def card_data(src: PublishSources, repo_id: str, license_: str, base_model: str 
 
 def card_context(src: PublishSources, repo_id: str, base_model: str | None) -> dict[str, Any]:
     run = src.run
-    head = headline(run)
+    systems = systems_present(run.rows)
+    status = page_status(run)
+    checks = control_checks(run)
     train_cfg_text = yaml.safe_dump(src.train_config, sort_keys=False, allow_unicode=True).strip() if src.train_config else ""
     return {
         "repo_id": repo_id,
@@ -196,13 +202,17 @@ def card_context(src: PublishSources, repo_id: str, base_model: str | None) -> d
         "base_source": src.base_model.get("source") or "unknown",
         "base_sha256": src.base_model.get("sha256") or "unknown",
         "bundled_base": _bundled_base_dir(src) is not None,
-        "headline": [{"label": h.label, "simulator": fmt_ci(h.simulator), "base": fmt_ci(h.base), "goal": h.goal}
-                     for h in head],
-        "metrics": metric_table(run.rows),
-        "flags": [explain_flag(f) for f in run.flags],
-        "controls_status": controls_status(run),
+        "status": {"colour": status.colour, "mark": STATUS_MARKS.get(status.colour, ""), "title": status.title,
+                   "reasons": status.reasons},
+        "headline": headline_context(run),
+        "controls_passed": sum(c.passed is True for c in checks),
+        "controls_total": len(checks),
+        "systems": [{"key": s, "label": SYSTEM_LABELS[s]} for s in systems],
+        "failure_modes": failure_mode_table(run.rows, systems),
+        "paired": paired_rows(run.metrics, systems),
+        "perplexity": perplexity_rows(run.rows, systems),
+        "metrics": metric_table(run.rows, systems),
         "controls": control_sections(run.controls),
-        "failure_modes": failure_modes(run),
         "style_keys": list(STYLE_KEYS),
         "sources": data_sources(src),
         "splits": data_splits(src),
