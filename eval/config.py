@@ -5,7 +5,9 @@ YAML files under ``configs/eval/`` set these; ``usersim eval --config F key=valu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from eval.prompted import PromptedConfig
 
 
 @dataclass
@@ -20,16 +22,22 @@ class EvalConfig:
     seed: int = 0  # the one seed; every sampling, split and bootstrap derives from it
 
     # Simulation
-    max_items: int = 120  # per-turn items to simulate, sampled conversation by conversation (0 = all)
-    max_items_per_conversation: int = 4  # random items kept per sampled conversation (0 = all): more users
-    max_new_tokens: int = 40  # generation budget per simulated turn
+    max_items: int = 480  # per-turn items to simulate, sampled conversation by conversation (0 = all)
+    max_items_per_conversation: int = 1  # random items kept per sampled conversation (0 = all): more users
+    # generation budget per simulated turn; a turn that reaches it without ending is counted as capped
+    # and left out of every comparison (never judged cut mid-word)
+    max_new_tokens: int = 64
+    # leave capped turns out of every comparison (the default); false only for models that never end a turn
+    # (e.g. the tiny random model of the tests): their cut turns are then judged as they are, and still counted
+    exclude_capped: bool = True
     batch_size: int = 16  # generation batch size
     do_sample: bool = True  # sample (True) or greedy decode (False)
     temperature: float = 1.0  # sampling temperature
     top_p: float = 0.95  # nucleus sampling
     device: str = ""  # "" = cuda if available else cpu
     dtype: str = ""  # "" = float32 on CPU, bfloat16 on GPU (runtime default); or float32/bfloat16/float16
-    max_prompt_tokens: int = 1024  # prompts longer than this drop their oldest turns (runtime behaviour)
+    # prompts longer than this drop their oldest whole turns (the condition header always stays)
+    max_prompt_tokens: int = 512
     trust_remote_code: bool = False  # only for custom model code you trust (base or instruct baseline)
     history_tail: int = 4  # turns of history kept per row of samples.jsonl
 
@@ -38,11 +46,19 @@ class EvalConfig:
     perplexity_batch_size: int = 8  # windows per forward pass
     perplexity_max_seq_len: int = 1024  # longer records are scored in windows of this many tokens
     perplexity_max_conversations: int = 0  # score only the first N sampled conversations (0 = all of them)
+    perplexity_max_windows: int = 0  # score only each conversation's first N windows (0 = the whole conversation)
 
-    # Discriminators and statistics
-    neural_discriminator: bool = True  # also run the MiniLM-embedding discriminator (slower)
-    n_splits: int = 5  # StratifiedGroupKFold folds (grouped by user id)
-    n_boot: int = 1000  # bootstrap resamples (of users) for every CI
+    # Paired discrimination (the headline), controls and statistics
+    neural_discriminator: bool = True  # also run the MiniLM-embedding judge
+    headline_judge: str = "fast"  # the judge whose paired accuracy is the headline: fast or neural (fixed in advance)
+    n_splits: int = 5  # cross-fitting folds, grouped by user id
+    n_permutations: int = 2000  # permutations (refits) of every permutation null
+    # the smallest |paired accuracy - 0.5| the run claims to resolve: a run whose MDE is larger says
+    # "too small to tell" instead of "indistinguishable"
+    claimed_effect: float = 0.10
+    hot_temperature: float = 1.6  # temperature of the hot-simulator positive control
+    controls: bool = True  # generate the paired controls (a second simulator sample, the hot simulator)
+    n_boot: int = 1000  # bootstrap resamples (of users) for the CIs of statistics
     late_turn: int = 3  # style drift compares turns with turn_index >= late_turn to earlier ones
     max_turn: int = 10  # curves (disclosure, drift) are drawn for turn_index 0..max_turn
 
@@ -51,13 +67,7 @@ class EvalConfig:
     num_diversity_samples: int = 4  # samples per diversity prompt
     controllability_items: int = 40  # items regenerated with a swapped-in condition (0 = skip)
 
-    # Optional prompted instruct baseline (second baseline); "" = skip
-    instruct_baseline: str = ""  # local path (or cached hub id) of an instruct/chat model with a chat template
-    # system prompt of the instruct baseline; the condition is appended to it
-    instruct_system_prompt: str = (
-        "You are role-playing a human user chatting with an AI assistant. Stay in character as the user: write "
-        "only the user's next message, in their voice, and never act as the assistant. If the user would stop "
-        "here, write exactly [END OF CONVERSATION]."
-    )
+    # the prompted baseline: an instruct model told to act as the user (eval.prompted; model "" = skip)
+    prompted: PromptedConfig = field(default_factory=PromptedConfig)
 
     show_progress: bool = True  # tqdm progress bars

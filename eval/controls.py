@@ -1,96 +1,86 @@
-"""Controls that say whether the discriminators can be trusted.
+"""Controls that say whether the headline can be trusted, built with the headline's own paired structure.
 
-* human vs human: held-out users split into two disjoint, seeded groups; group A's real turns are
-  "real", group B's real turns the "candidate". Both are human, so a calibrated discriminator
-  must sit at chance (its CI covers 0.5); otherwise flag ``discriminator_miscalibrated``.
-* non-human: text known not to be a human user turn must be caught (CI above 0.5), else flag
-  ``discriminator_no_power``. The set (:func:`non_human_texts`) is half word-shuffled real turns
-  (same words, broken order) and half templated assistant-style replies built from the real
-  turn's own content words (see :data:`ASSISTANT_TEMPLATES`), one per real turn, same user ids.
+Each control is a paired comparison run through the same judges, folds and permutation null as the
+headline (eval.paired), so a failure of the protocol shows up here first:
+
+* ``simulator_vs_itself`` (null): two samples of the simulator for the same context. They are
+  exchangeable by construction, so a calibrated protocol sits at chance; a rejection is the flag
+  ``null_control_rejected``.
+* graded positives, each of which a judge with power must catch (else ``no_power:<name>``):
+  ``same_user_other_context`` (the same user's real turn taken from another of their held-out
+  contexts: right person, wrong moment; the smallest effect), ``simulator_hot`` (the simulator at
+  a high temperature) and ``base`` (the untuned base model; the largest effect).
+
+Beside them, ``human_vs_human`` is the unpaired control of ``usersim discriminate``: two disjoint
+groups of held-out humans must not be told apart (else ``human_vs_human_rejected``).
+
+With several judges a control is tested at alpha / (number of judges) (Bonferroni), so that the
+report turns red for a real failure, not for one of two coin flips.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from eval.discriminators import FoldFit, discriminate
-from eval.style_features import content_tokens, words
+from eval.permutation import ALPHA
 
-MISCALIBRATED = "discriminator_miscalibrated"
-NO_POWER = "discriminator_no_power"
-ASSISTANT_TEMPLATES = (
-    "Certainly! Here are some thoughts about {a}:\n1. {A} can be important.\n2. Consider {b} as well.\n"
-    "I hope this helps!",
-    "Great question! When it comes to {a}, there are a few things to keep in mind. First, {b} matters. "
-    "Let me know if you have any other questions.",
-    "As an AI language model, I don't have personal experiences with {a}, but I'd be happy to help you "
-    "explore {b}.",
-    "Of course! {A} is a broad topic. Here is a brief overview of {b} and why it is relevant.",
-)
+NULL, POSITIVE = "null", "positive"
+NULL_REJECTED = "null_control_rejected"
+HUMAN_VS_HUMAN_REJECTED = "human_vs_human_rejected"
+HEADLINE_BELOW_CHANCE = "headline_below_chance"
+TOO_SMALL_TO_TELL = "too_small_to_tell"
+
+DESCRIPTIONS = {
+    "simulator_vs_itself": "two samples of the simulator for the same context; must sit at chance",
+    "same_user_other_context": "the same user's real turn from another of their contexts; must be caught",
+    "simulator_hot": "the simulator at a high temperature; must be caught",
+    "base": "the untuned base model; must be caught",
+    "human_vs_human": "two disjoint groups of held-out humans (unpaired); must not be told apart",
+}
+ROLES = {"simulator_vs_itself": NULL, "same_user_other_context": POSITIVE, "simulator_hot": POSITIVE,
+         "base": POSITIVE}
 
 
 def split_users(user_ids: Sequence[str], seed: int) -> tuple[set[str], set[str]]:
+    """Two disjoint, seeded halves of the distinct users."""
     users = sorted({str(u) for u in user_ids})
     random.Random(seed).shuffle(users)
     half = len(users) // 2
     return set(users[:half]), set(users[half:])
 
 
-def non_human_texts(real_texts: Sequence[str], seed: int) -> list[str]:
-    """One known non-human text per real turn: even positions word-shuffled, odd templated."""
+def same_user_other_turns(items: Sequence[Mapping[str, Any]], pool: Sequence[Mapping[str, Any]],
+                          seed: int) -> list[str | None]:
+    """Per item, a real turn of the same user from another of their held-out items (None if they have none).
+
+    ``pool`` is every held-out per-turn item; turns from the same conversation are preferred out
+    (another conversation is another context), falling back to another turn of the same conversation.
+    """
+    by_user: dict[str, list[Mapping[str, Any]]] = {}
+    for it in pool:
+        if not it["target_is_end"] and str(it["target"]).strip():
+            by_user.setdefault(str(it["user_id"]), []).append(it)
     rng = random.Random(seed)
-    out = []
-    for i, text in enumerate(real_texts):
-        if i % 2 == 0:
-            ws = words(text) or ["ok"]
-            ws = ws + ws[:1] if len(ws) == 1 else ws
-            shuffled = ws[:]
-            for _ in range(5):
-                rng.shuffle(shuffled)
-                if shuffled != ws:
-                    break
-            out.append(" ".join(shuffled))
-        else:
-            toks = sorted(content_tokens(text)) or ["this topic"]
-            a, b = rng.choice(toks), rng.choice(toks)
-            out.append(rng.choice(ASSISTANT_TEMPLATES).format(a=a, A=a.capitalize(), b=b))
+    out: list[str | None] = []
+    for it in items:
+        others = [o for o in by_user.get(str(it["user_id"]), []) if o["id"] != it["id"]]
+        elsewhere = [o for o in others if o["conversation_id"] != it["conversation_id"]]
+        choice = elsewhere or others
+        out.append(str(rng.choice(choice)["target"]) if choice else None)
     return out
 
 
-def run_controls(
-    real_texts: Sequence[str],
-    real_users: Sequence[str],
-    fold_fits: dict[str, FoldFit],
-    *,
-    n_splits: int = 5,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """``{"human_vs_human": {disc: result}, "non_human": {disc: result}, "flags": [...]}``."""
-    group_a, _ = split_users(real_users, seed)
-    a = [(t, u) for t, u in zip(real_texts, real_users) if str(u) in group_a]
-    b = [(t, u) for t, u in zip(real_texts, real_users) if str(u) not in group_a]
-    fake = non_human_texts(real_texts, seed)
-    controls: dict[str, Any] = {"human_vs_human": {}, "non_human": {}, "flags": []}
-    flags: list[str] = []
-    for name, fit in fold_fits.items():
-        hvh = discriminate([t for t, _ in a], [u for _, u in a], [t for t, _ in b], [u for _, u in b],
-                           fold_fit=fit, name=name, n_splits=n_splits, n_boot=n_boot, seed=seed)
-        ok = hvh.covers_chance()
-        controls["human_vs_human"][name] = {**hvh.to_dict(), "passed": ok}
-        if not ok and MISCALIBRATED not in flags:
-            flags.append(MISCALIBRATED)
-        nh = discriminate(real_texts, real_users, fake, real_users, fold_fit=fit, name=name, n_splits=n_splits,
-                          n_boot=n_boot, seed=seed)
-        ok = nh.ci_low > 0.5
-        controls["non_human"][name] = {**nh.to_dict(), "passed": ok}
-        if not ok and NO_POWER not in flags:
-            flags.append(NO_POWER)
-    controls["flags"] = flags
-    controls["description"] = {
-        "human_vs_human": "two disjoint held-out user groups, both human; must be at chance (CI covers 0.5)",
-        "non_human": "real turns vs word-shuffled real turns and templated assistant replies; must be caught "
-                     "(CI above 0.5)",
-    }
-    return controls
+def judge_alpha(n_judges: int) -> float:
+    return ALPHA / max(1, n_judges)
+
+
+def control_verdict(name: str, by_judge: Mapping[str, Mapping[str, Any]], headline_judge: str) -> tuple[bool, str | None]:
+    """(passed, flag) of one paired control from its per-judge results (``accuracy``, ``p_value``)."""
+    alpha = judge_alpha(len(by_judge))
+    if ROLES[name] == NULL:
+        rejected = any(r["p_value"] < alpha for r in by_judge.values())
+        return not rejected, (NULL_REJECTED if rejected else None)
+    r = by_judge.get(headline_judge) or next(iter(by_judge.values()))
+    caught = r["p_value"] < ALPHA and r["accuracy"] > 0.5
+    return caught, (None if caught else f"no_power:{name}")

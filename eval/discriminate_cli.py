@@ -5,11 +5,15 @@ Bring your own simulator: write its turns and the real held-out turns as JSONL r
 
     usersim discriminate --real real.jsonl --candidate cand.jsonl --output scores.json [--no-neural]
 
-Both discriminators of ``usersim eval`` (folds grouped by user id) and the behavioural statistics
-(candidate vs real) are computed; the output JSON holds ``{"fast": {...}, "neural": {...},
-"behaviour": {...}}`` with at least ``accuracy, ci_low, ci_high, auc, n_real, n_candidate`` per
-discriminator. Real and candidate turns are treated as unpaired samples; a user id present in both
-files is the same person (kept in the same fold).
+Both judges of ``usersim eval`` (eval.judges; folds grouped by user id) and the behavioural
+statistics (candidate vs real) are computed; the output JSON holds ``{"fast": {...}, "neural": {...},
+"behaviour": {...}}`` with ``accuracy`` (balanced), ``ci_low, ci_high, p_value, null_low, null_high,
+mde, auc, n_real, n_candidate`` per judge. Real and candidate turns are unpaired samples; every
+accuracy is read against its permutation null (labels permuted by user, the whole cross-fitting
+re-run: eval.discriminators), so the p-value is exact and the CI covers 0.5 at the nominal rate when
+the two files come from the same humans. A user id present in both files is the same person (kept
+in the same fold). Where each candidate answers the same context as a real turn, ``usersim eval``'s
+paired test (eval.paired) has more power.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.behaviour import behaviour_metrics
-from eval.discriminators import discriminate, fast_fold_fit, neural_fold_fit
+from eval.discriminators import discriminate
+from eval.judges import build_judges
 
 
 class InputError(ValueError):
@@ -59,15 +64,12 @@ def read_turns(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def score(real: tuple[list[str], list[str]], candidate: tuple[list[str], list[str]], *, neural: bool = True,
-          n_splits: int = 5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Discriminators and behavioural statistics of ``candidate`` against ``real``."""
+          n_splits: int = 5, n_permutations: int = 1000, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Judges (with permutation inference) and behavioural statistics of ``candidate`` against ``real``."""
     (rt, ru), (ct, cu) = real, candidate
-    fits = {"fast": fast_fold_fit}
-    if neural:
-        fits["neural"] = neural_fold_fit(rt + ct)
     out: dict[str, Any] = {}
-    for name, fit in fits.items():
-        res = discriminate(rt, ru, ct, cu, fold_fit=fit, name=name, n_splits=n_splits, n_boot=n_boot, seed=seed)
+    for name, judge in build_judges(neural).items():
+        res = discriminate(judge, rt, ru, ct, cu, n_splits=n_splits, n_permutations=n_permutations, seed=seed)
         out[name] = res.to_dict(with_roc=True)
     # Behaviour: unpaired samples, so stack them as two aligned columns padded with None.
     n = len(rt) + len(ct)
@@ -92,20 +94,25 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="write the scores JSON here (default: print only)")
     parser.add_argument("--no-neural", dest="neural", action="store_false", help="skip the MiniLM discriminator")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-boot", dest="n_boot", type=int, default=1000, help="bootstrap resamples for CIs")
+    parser.add_argument("--n-permutations", dest="n_permutations", type=int, default=1000,
+                        help="permutations (whole cross-fit re-runs) of the null")
+    parser.add_argument("--n-boot", dest="n_boot", type=int, default=1000,
+                        help="bootstrap resamples for the behavioural statistics' CIs")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         real, cand = read_turns(args.real), read_turns(args.candidate)
-        result = json_safe(score(real, cand, neural=args.neural, n_boot=args.n_boot, seed=args.seed))
+        result = json_safe(score(real, cand, neural=args.neural, n_permutations=args.n_permutations,
+                                 n_boot=args.n_boot, seed=args.seed))
     except (InputError, ValueError) as err:
         print(f"usersim discriminate: error: {err}", file=sys.stderr)
         return 2
     for name in ("fast", "neural"):
         if name in result:
             r = result[name]
-            print(f"{name:7s} accuracy {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  "
-                  f"AUC {r['auc']:.3f}  (n_real={r['n_real']}, n_candidate={r['n_candidate']}; "
-                  "0.5 = indistinguishable)")
+            print(f"{name:7s} balanced accuracy {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  "
+                  f"p = {r['p_value']:.3g}  null band [{r['null_low']:.3f}, {r['null_high']:.3f}]  "
+                  f"MDE ±{r['mde']:.3f}  AUC {r['auc']:.3f}  (n_real={r['n_real']}, "
+                  f"n_candidate={r['n_candidate']}, users={r['n_users']}; 0.5 = indistinguishable)")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=1), encoding="utf-8")

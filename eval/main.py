@@ -1,12 +1,17 @@
 """``usersim eval``: fidelity of a trained user simulator against held-out humans.
 
-Reads the held-out per-turn items of a data run and a train run's adapter, simulates every item's
-next user turn with the trained simulator and with the untuned base (same prompt), then writes to
-the eval run directory (docs/contracts.md):
+The stage is a table of *systems* x *suites*. Systems write the next user turn of every held-out
+item from the same condition and history the human had: the trained simulator, the untuned base
+(same prompt), the prompted instruct model (eval.prompted), plus the controls' extra samples (a
+second simulator sample, a hot simulator). Each system's turns are generated once; the suites are
+functions of the items and those turns: paired discrimination (the headline, eval.paired) with its
+controls (eval.controls), held-out perplexity, behavioural statistics and failure modes, each
+distance beside the same distance between two disjoint groups of held-out humans (the floor).
+Writes to the eval run directory (docs/contracts.md):
 
-* ``metrics.json`` — registered metrics (eval.registry) with 95% CIs and human references,
-  the discriminator controls and their flags, and the run's provenance;
-* ``samples.jsonl`` — one row per item: real, simulated and base turn side by side;
+* ``metrics.json`` — the headline and its verdict, registered metrics (eval.registry) with 95% CIs,
+  p-values and human references, the paired results, the controls and their flags, provenance;
+* ``samples.jsonl`` — one row per item: real turn and every system's turn side by side;
 * ``plots.json``  — the data behind every report figure.
 
 Definitions of every metric: eval/METRICS.md.
@@ -23,34 +28,45 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from data_prep.leakage import copy_rate, shared_spans, condition_text
+from data_prep.prompt_format import Condition
 from data_prep.run_info import write_run_dir_header
 from data_prep.stage_config import config_to_dict, run_stage_cli
 from eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
-from eval.bootstrap import bootstrap_by_user
+from eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
 from eval.config import EvalConfig
 from eval.controllability import controllability_metrics, swapped_conditions
-from eval.controls import non_human_texts, run_controls
-from eval.discriminators import DiscriminatorResult, FoldFit, discriminate, fast_fold_fit, neural_fold_fit
+from eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS_HUMAN_REJECTED, ROLES, TOO_SMALL_TO_TELL,
+                           control_verdict, judge_alpha, same_user_other_turns, split_users)
+from eval.discriminators import discriminate
 from eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
-from eval.registry import BASE, HUMAN, SIMULATOR, Metric, MetricRegistry
+from eval.judges import Judge, build_judges, item_context
+from eval.paired import PairedResult, complete_pairs, paired_discrimination
+from eval.permutation import cluster_robust_interval
+from eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
+from eval.simulate import SystemTurns
 from eval.style_features import words
 
-INSTRUCT = "instruct"
+RESAMPLE, HOT = "simulator_resample", "simulator_hot"  # the controls' extra simulator samples
+SAMPLE_KEYS = {SIMULATOR: "simulated", BASE: "base", PROMPTED: "prompted"}
+HUMAN_B = "human_b"  # the second, disjoint group of held-out humans (the floor of every distance)
 
 
 # ----------------------------------------------------------------------------- pure helpers
-def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int,
-                 per_conversation: int = 0) -> list[dict[str, Any]]:
+def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int, per_conversation: int = 0,
+                 exclude_users: set[str] | None = None) -> list[dict[str, Any]]:
     """Seeded sample of held-out items, drawn by conversation, item order kept.
 
     Conversations are taken in a seeded random order until ``max_items`` items (0 = all); of each
     conversation at most ``per_conversation`` items (0 = all) are kept, chosen at random, so a long
-    conversation does not eat the budget and more users are seen (the discriminators' CIs resample
-    users).
+    conversation does not eat the budget and more users are seen. ``exclude_users``: users whose
+    items are never picked (the human floor's second group is disjoint from the first).
     """
     rng = random.Random(seed)
     by_conv: dict[str, list[int]] = {}
     for i, it in enumerate(items):
+        if exclude_users and str(it["user_id"]) in exclude_users:
+            continue
         by_conv.setdefault(it["conversation_id"], []).append(i)
     convs = sorted(by_conv)
     rng.shuffle(convs)
@@ -65,20 +81,10 @@ def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int,
     return [items[i] for i in sorted(chosen)]
 
 
-def human_turns(items: Sequence[dict[str, Any]]) -> tuple[list[str | None], list[bool]]:
-    """Real turn text per item (None for an end-of-conversation target) and the real end flags."""
-    return ([None if it["target_is_end"] else it["target"] for it in items],
-            [bool(it["target_is_end"]) for it in items])
-
-
-def simulated_turns(turns: Sequence[Any]) -> tuple[list[str | None], list[bool]]:
-    """Text (None when the turn ended the conversation) and end flags of generated turns."""
-    return ([None if t.ends_conversation else t.text for t in turns], [bool(t.ends_conversation) for t in turns])
-
-
-def texts_with_users(texts: Sequence[str | None], users: Sequence[str]) -> tuple[list[str], list[str]]:
-    keep = [(t, u) for t, u in zip(texts, users) if t is not None]
-    return [t for t, _ in keep], [u for _, u in keep]
+def leaking_items(items: Sequence[dict[str, Any]]) -> list[str]:
+    """Ids of items whose condition holds a 4-word span of the very turn to be predicted."""
+    return [it["id"] for it in items if not it["target_is_end"]
+            and shared_spans(it["target"], condition_text(Condition.from_row(it["condition"])))]
 
 
 def aligned_curves(curves: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -105,33 +111,71 @@ def perplexity_metric(rows: Sequence[dict[str, Any]], system: str, *, n_boot: in
 
     v, lo, hi = bootstrap_by_user(users, ppl, n_boot=n_boot, seed=seed)
     return Metric("heldout_perplexity", system, "perplexity", v, lo, hi, int(tokens.sum()), False, None, None,
-                  "perplexity of the held-out human user turns (incl. end-of-conversation markers); n = tokens")
+                  f"perplexity of the held-out human user turns (incl. end markers) over {len(set(users))} users, "
+                  f"{len(rows)} conversations; n = tokens")
 
 
-def discriminator_metrics(result: DiscriminatorResult, system: str, reference: float | None) -> list[Metric]:
-    suffix = "" if result.name == "fast" else f"_{result.name}"
-    kind = "TF-IDF word+char n-grams + style features" if result.name == "fast" else "frozen MiniLM embeddings"
-    return [
-        Metric(f"discriminator_accuracy{suffix}", system, "discriminator", result.accuracy, result.ci_low,
-               result.ci_high, result.n_real + result.n_candidate, None, reference, 0.5,
-               f"out-of-fold real-vs-{system} accuracy, {kind} + logistic regression, folds grouped by user; "
-               "0.5 = indistinguishable (human_reference: the human-vs-human control)"),
-        Metric(f"discriminator_auc{suffix}", system, "discriminator", result.auc, result.auc_ci_low,
-               result.auc_ci_high, result.n_real + result.n_candidate, None, None, 0.5,
-               f"ROC AUC of the same out-of-fold predictions ({kind})"),
-    ]
+def perplexity_difference(sim_rows: Sequence[dict[str, Any]], base_rows: Sequence[dict[str, Any]], *, n_boot: int,
+                          seed: int) -> dict[str, float]:
+    """Simulator minus base perplexity on the same conversations, CI by resampling users (paired)."""
+    nll_s = np.array([float(r["nll_sum"]) for r in sim_rows])
+    nll_b = np.array([float(r["nll_sum"]) for r in base_rows])
+    tokens = np.array([int(r["n_tokens"]) for r in sim_rows])
+
+    def diff(ix: np.ndarray) -> float:
+        n = tokens[ix].sum()
+        return float(np.exp(nll_s[ix].sum() / n) - np.exp(nll_b[ix].sum() / n)) if n else float("nan")
+
+    v, lo, hi = bootstrap_by_user([str(r["user_id"]) for r in sim_rows], diff, n_boot=n_boot, seed=seed)
+    return {"value": v, "ci_low": lo, "ci_high": hi}
 
 
-def sample_rows(items, texts: dict[str, list], ends: dict[str, list], history_tail: int) -> list[dict[str, Any]]:
+def paired_metric(result: PairedResult, system: str, judge: Judge) -> Metric:
+    inf = result.inference
+    suffix = "" if judge.name == "fast" else f"_{judge.name}"
+    return Metric(f"paired_accuracy{suffix}", system, "discrimination", inf.accuracy, inf.ci_low, inf.ci_high,
+                  result.n_pairs, None, None, 0.5,
+                  f"shown the context and two next turns (real, {system}), how often the {judge.name} judge "
+                  f"({judge.description}) picks the real one; cross-fitted by user; 0.5 = indistinguishable",
+                  p_value=inf.p_value, null_low=inf.null_low, null_high=inf.null_high, mde=inf.mde)
+
+
+def verdict(accuracy: float, p_value: float, mde: float, claimed_effect: float) -> str:
+    """distinguishable / miscalibrated (significantly below chance) / too_small_to_tell / indistinguishable."""
+    if p_value < 0.05:
+        return "distinguishable" if accuracy > 0.5 else "miscalibrated"
+    return "too_small_to_tell" if mde > claimed_effect else "indistinguishable"
+
+
+def headline_sentence(h: dict[str, Any]) -> str:
+    n = f"At n = {h['n_pairs']} pairs from {h['n_users']} held-out users"
+    stats = f"(p = {h['p_value']:.3g}; the smallest gap this run can detect is ±{h['mde']:.2f})"
+    acc = f"{100 * h['accuracy']:.0f}%"
+    if h["verdict"] == "distinguishable":
+        return f"{n}, the {h['judge']} judge picks the real turn over the simulator's {acc} of the time {stats}: " \
+               "the simulator is distinguishable from held-out humans."
+    if h["verdict"] == "miscalibrated":
+        return f"{n}, the {h['judge']} judge picks the real turn only {acc} of the time, significantly below " \
+               f"chance {stats}: the protocol is miscalibrated, and this is not evidence of fidelity."
+    if h["verdict"] == "too_small_to_tell":
+        return f"{n}, the {h['judge']} judge picks the real turn {acc} of the time {stats}: too small to tell " \
+               "whether the simulator is distinguishable from held-out humans."
+    return f"{n}, the {h['judge']} judge picks the real turn {acc} of the time {stats}: indistinguishable from " \
+           "held-out humans at this n."
+
+
+def sample_rows(items, turns: dict[str, SystemTurns], history_tail: int) -> list[dict[str, Any]]:
     rows = []
+    human = turns[HUMAN]
     for i, it in enumerate(items):
         row = {"id": it["id"], "user_id": it["user_id"], "turn_index": it["turn_index"], "condition": it["condition"],
                "history_tail": list(it["history"])[-history_tail:] if history_tail else [],
-               "real": texts[HUMAN][i] or "", "real_ends": ends[HUMAN][i]}
-        for s, key in ((SIMULATOR, "simulated"), (BASE, "base"), (INSTRUCT, "instruct")):
-            if s in texts:
-                row[key] = texts[s][i] or ""
-                row[f"{key}_ends"] = ends[s][i]
+               "real": human.texts[i] or "", "real_ends": human.ends[i]}
+        for s, key in SAMPLE_KEYS.items():
+            if s in turns:
+                row[key] = turns[s].texts[i] or ""
+                row[f"{key}_ends"] = turns[s].ends[i]
+                row[f"{key}_capped"] = turns[s].capped[i]
         rows.append(row)
     return rows
 
@@ -171,197 +215,6 @@ def train_run_info(run_dir: Path) -> dict[str, Any]:
     return info
 
 
-# ----------------------------------------------------------------------------- stage steps
-def load_held_out(cfg: EvalConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(per-turn items, conversation records) of the held-out split, sampled by conversation."""
-    from datasets import load_from_disk
-
-    path = Path(cfg.data_dir) / "dataset"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} not found: run `usersim data` first or set data_dir=<data run dir>")
-    ds = load_from_disk(str(path))
-    turns_split = f"{cfg.split}_turns"
-    for split in (cfg.split, turns_split):
-        if split not in ds:
-            raise KeyError(f"{path} has no split {split!r} (has {list(ds)}); set split=test or validation")
-    items = select_items(ds[turns_split].to_list(), cfg.max_items, cfg.seed, cfg.max_items_per_conversation)
-    convs = {it["conversation_id"] for it in items}
-    records = [r for r in ds[cfg.split].to_list() if r["id"] in convs]
-    if len({it["user_id"] for it in items}) < 4:
-        raise ValueError(f"only {len({it['user_id'] for it in items})} held-out users in the sample: the user-"
-                         "grouped discriminators need at least 4; raise max_items or use a bigger split")
-    return items, records
-
-
-@contextlib.contextmanager
-def timed(timings: dict[str, float], name: str):
-    """Record the wall time of a step (reported in metrics.json["timings_s"] and printed)."""
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 2)
-
-
-def generation_kwargs(cfg: EvalConfig) -> dict[str, Any]:
-    return {"do_sample": cfg.do_sample, "temperature": cfg.temperature, "top_p": cfg.top_p}
-
-
-def simulate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]], gen: dict[str, Any]):
-    """Per-item turn text (None = ended) and end flags for human, simulator, base (+ instruct)."""
-    from eval.simulate import generate_turns
-
-    texts, ends = {}, {}
-    texts[HUMAN], ends[HUMAN] = human_turns(items)
-    for system, use_adapter in ((SIMULATOR, True), (BASE, False)):
-        turns = [t[0] for t in generate_turns(sim, items, use_adapter=use_adapter, **gen)]
-        texts[system], ends[system] = simulated_turns(turns)
-    if cfg.instruct_baseline:
-        from eval.instruct_baseline import generate_instruct_turns
-
-        pairs = generate_instruct_turns(cfg.instruct_baseline, items, system_prompt=cfg.instruct_system_prompt,
-                                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
-                                        do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-                                        device=cfg.device, trust_remote_code=cfg.trust_remote_code,
-                                        show_progress=cfg.show_progress)
-        texts[INSTRUCT] = [None if e else t for t, e in pairs]
-        ends[INSTRUCT] = [e for _, e in pairs]
-    return texts, ends
-
-
-def perplexity_metrics(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]]) -> list[Metric]:
-    from eval.perplexity import user_turn_nll
-
-    if cfg.perplexity_max_conversations > 0:
-        records = records[:cfg.perplexity_max_conversations]
-    out = []
-    for system, use_adapter in ((SIMULATOR, True), (BASE, False)):
-        rows = user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,
-                             max_seq_len=cfg.perplexity_max_seq_len, show_progress=cfg.show_progress)
-        out.append(perplexity_metric(rows, system, n_boot=cfg.n_boot, seed=cfg.seed))
-    return out
-
-
-def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]], texts: dict[str, list],
-                             gen: dict[str, Any]) -> list[Metric]:
-    """Sample diversity (several samples of one prompt) and controllability (swapped conditions)."""
-    from eval.simulate import generate_turns
-
-    users = [str(it["user_id"]) for it in items]
-    text_items = [i for i, it in enumerate(items) if not it["target_is_end"]]
-    rng = random.Random(cfg.seed)
-    out: list[Metric] = []
-    if cfg.diversity_prompts > 0 and cfg.num_diversity_samples > 1:
-        picks = sorted(rng.sample(text_items, min(cfg.diversity_prompts, len(text_items))))
-        samples = {}
-        for system, use_adapter in ((SIMULATOR, True), (BASE, False)):
-            rows = generate_turns(sim, [items[i] for i in picks], use_adapter=use_adapter,
-                                  num_samples=cfg.num_diversity_samples, **{**gen, "seed": cfg.seed + 1})
-            samples[system] = [[t.text for t in row] for row in rows]
-        out += sample_diversity_metrics(samples, [users[i] for i in picks], n_boot=cfg.n_boot, seed=cfg.seed)
-    if cfg.controllability_items > 0:
-        picks = sorted(rng.sample(text_items, min(cfg.controllability_items, len(text_items))))
-        ctl_items = [items[i] for i in picks]
-        if len({it["user_id"] for it in ctl_items}) < 2:
-            print("[usersim eval] controllability skipped: the sampled items come from fewer than 2 users")
-            return out
-        swapped = swapped_conditions(ctl_items, cfg.seed)
-        swapped_turns = [t[0] for t in generate_turns(sim, ctl_items, conditions=swapped, **gen)]
-        out += controllability_metrics(ctl_items, [texts[HUMAN][i] for i in picks],
-                                       [texts[SIMULATOR][i] for i in picks], simulated_turns(swapped_turns)[0],
-                                       swapped, n_boot=cfg.n_boot, seed=cfg.seed)
-    return out
-
-
-def discriminator_section(cfg: EvalConfig, texts: dict[str, list], users: list[str], systems: list[str]):
-    """Both discriminators for every system, their controls, and the ROC plot data."""
-    real_texts, real_users = texts_with_users(texts[HUMAN], users)
-    fold_fits: dict[str, FoldFit] = {"fast": fast_fold_fit}
-    if cfg.neural_discriminator:  # embed every text (incl. the control's non-human set) in one pass
-        every_text = real_texts + [t for s in systems for t in texts[s] if t is not None]
-        fold_fits["neural"] = neural_fold_fit(every_text + non_human_texts(real_texts, cfg.seed))
-    controls = run_controls(real_texts, real_users, fold_fits, n_splits=cfg.n_splits, n_boot=cfg.n_boot,
-                            seed=cfg.seed)
-    metrics: list[Metric] = []
-    plots: dict[str, Any] = {}
-    for name, fit in fold_fits.items():
-        roc = plots.setdefault("roc" if name == "fast" else f"roc_{name}", {})
-        for system in systems:
-            cand, cand_users = texts_with_users(texts[system], users)
-            if len(cand) < 2:  # e.g. a system that ends every conversation: nothing to discriminate
-                print(f"[usersim eval] {system}: {len(cand)} non-end turns; discriminator {name} not computed")
-                continue
-            result = discriminate(real_texts, real_users, cand, cand_users, fold_fit=fit, name=name,
-                                  n_splits=cfg.n_splits, n_boot=cfg.n_boot, seed=cfg.seed)
-            metrics += discriminator_metrics(result, system, controls["human_vs_human"][name]["accuracy"])
-            roc[system] = {**result.roc, "auc": result.auc}
-    return metrics, controls, plots
-
-
-def statistics_section(cfg: EvalConfig, items: list[dict[str, Any]], texts: dict[str, list],
-                       ends: dict[str, list], systems: list[str]):
-    """Behavioural statistics and failure modes of every system against the humans on the same items."""
-    users = [str(it["user_id"]) for it in items]
-    turn_indices = [int(it["turn_index"]) for it in items]
-    others = {s: texts[s] for s in systems}
-    boot = dict(n_boot=cfg.n_boot, seed=cfg.seed)
-    metrics = behaviour_metrics(texts[HUMAN], others, users, **boot)
-    metrics += first_turn_diversity_metrics(texts[HUMAN], others, users, turn_indices, **boot)
-    metrics += ending_metrics(ends[HUMAN], {s: ends[s] for s in systems}, users, turn_indices, **boot)
-    fm, fm_plots = failure_mode_metrics(items, texts, ends, late_turn=cfg.late_turn, max_turn=cfg.max_turn, **boot)
-    plots = {"turn_length": {s: [len(words(t)) for t in texts[s] if t is not None] for s in [HUMAN, *systems]},
-             "disclosure_curve": aligned_curves(fm_plots["disclosure_curve"]),
-             "drift": aligned_curves(fm_plots["drift"])}
-    return metrics + fm, plots
-
-
-def main(cfg: EvalConfig) -> Path:
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    import torch
-
-    torch.manual_seed(cfg.seed)
-    from usersim.simulator import UserSimulator
-
-    out = Path(cfg.output_dir)
-    info = write_run_dir_header(out, cfg, cfg.seed, "eval")
-    items, records = load_held_out(cfg)
-    users = [str(it["user_id"]) for it in items]
-    sim = UserSimulator.from_pretrained(cfg.run_dir, base_model=cfg.base_model or None, device=cfg.device or None,
-                                        dtype=cfg.dtype or None, trust_remote_code=cfg.trust_remote_code,
-                                        max_prompt_tokens=cfg.max_prompt_tokens)
-    gen = dict(seed=cfg.seed, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-               show_progress=cfg.show_progress, **generation_kwargs(cfg))
-    registry, timings, plots = MetricRegistry(), {}, {}
-
-    with timed(timings, "simulate"):
-        texts, ends = simulate_all(cfg, sim, items, gen)
-    systems = [s for s in (SIMULATOR, BASE, INSTRUCT) if s in texts]
-    with timed(timings, "perplexity"):
-        registry.extend(perplexity_metrics(cfg, sim, records) if cfg.perplexity else [])
-    with timed(timings, "diversity_and_controllability"):
-        registry.extend(extra_generation_metrics(cfg, sim, items, texts, gen))
-    with timed(timings, "discriminators"):
-        metrics, controls, roc_plots = discriminator_section(cfg, texts, users, systems)
-        registry.extend(metrics)
-    with timed(timings, "statistics"):
-        metrics, stat_plots = statistics_section(cfg, items, texts, ends, systems)
-        registry.extend(metrics)
-    plots = {**stat_plots, **roc_plots}
-
-    with (out / "samples.jsonl").open("w", encoding="utf-8") as fh:
-        for row in sample_rows(items, texts, ends, cfg.history_tail):
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (out / "plots.json").write_text(json.dumps(json_safe(plots), ensure_ascii=False), encoding="utf-8")
-    doc = {"metrics": registry.to_list(), "controls": json_safe(controls), "config": config_to_dict(cfg),
-           "seed": cfg.seed, "git_revision": info["git_revision"], "versions": info["versions"],
-           "train_run": train_run_info(Path(cfg.run_dir)), "n_items": len(items), "n_users": len(set(users)),
-           "n_conversations": len(records), "timings_s": timings}
-    (out / "metrics.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(format_table(list(registry), systems))
-    print("step timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-    print(f"controls: {'FLAGGED ' + ', '.join(controls['flags']) if controls['flags'] else 'passed (no flags)'}")
-    return out
-
-
 def json_safe(value: Any) -> Any:
     """NaN/inf -> None, numpy scalars -> Python, recursively (metrics.json is strict JSON)."""
     if isinstance(value, dict):
@@ -375,6 +228,339 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     return value
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], name: str):
+    """Record the wall time of a step (reported in metrics.json["timings_s"] and printed)."""
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 2)
+
+
+# ----------------------------------------------------------------------------- stage steps
+def load_held_out(cfg: EvalConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(sampled per-turn items, their conversation records, every held-out per-turn item)."""
+    from datasets import load_from_disk
+
+    path = Path(cfg.data_dir) / "dataset"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} not found: run `usersim data` first or set data_dir=<data run dir>")
+    ds = load_from_disk(str(path))
+    turns_split = f"{cfg.split}_turns"
+    for split in (cfg.split, turns_split):
+        if split not in ds:
+            raise KeyError(f"{path} has no split {split!r} (has {list(ds)}); set split=test or validation")
+    pool = ds[turns_split].to_list()
+    items = select_items(pool, cfg.max_items, cfg.seed, cfg.max_items_per_conversation)
+    leaks = leaking_items(items)
+    if leaks:
+        raise ValueError(f"{len(leaks)} of {len(items)} eval items have a condition holding a 4-word span of the "
+                         f"turn to be predicted (e.g. {leaks[0]}): the data run predates leak-free conditions; "
+                         "re-run `usersim data`")
+    convs = {it["conversation_id"] for it in items}
+    records = [r for r in ds[cfg.split].to_list() if r["id"] in convs]
+    n_users = len({it["user_id"] for it in items})
+    if n_users < 4:
+        raise ValueError(f"only {n_users} held-out users in the sample: the user-grouped judges need at least 4; "
+                         "raise max_items or use a bigger split")
+    return items, records, pool
+
+
+def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict[str, SystemTurns]:
+    """Every system's turns (and the controls' extra simulator samples), generated once."""
+    from eval.simulate import generate_turns
+
+    gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
+               do_sample=cfg.do_sample, top_p=cfg.top_p)
+    out = {HUMAN: SystemTurns.human(items)}
+    # the simulator and the controls' two extra samples share each prompt: one prefill, three samples
+    family = [(SIMULATOR, cfg.temperature)] + ([(RESAMPLE, cfg.temperature), (HOT, cfg.hot_temperature)]
+                                                if cfg.controls else [])
+    rows = generate_turns(sim, items, use_adapter=True, seed=cfg.seed, num_samples=len(family),
+                          temperatures=[t for _, t in family], **gen)
+    for k, (system, _) in enumerate(family):
+        out[system] = SystemTurns.from_turns([row[k] for row in rows])
+    out[BASE] = SystemTurns.from_turns([row[0] for row in generate_turns(sim, items, use_adapter=False, seed=cfg.seed,
+                                                                          temperature=cfg.temperature, **gen)])
+    if cfg.prompted.model or cfg.prompted.endpoint:
+        from eval.prompted import generate_prompted_turns
+
+        out[PROMPTED] = SystemTurns.from_turns(generate_prompted_turns(
+            cfg.prompted, items, seed=cfg.seed, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+            show_progress=cfg.show_progress))
+    return out
+
+
+def perplexity_section(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]]):
+    from eval.perplexity import user_turn_nll
+
+    if cfg.perplexity_max_conversations > 0:
+        records = records[:cfg.perplexity_max_conversations]
+    rows = {system: user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,
+                                  max_seq_len=cfg.perplexity_max_seq_len, max_windows=cfg.perplexity_max_windows,
+                                  show_progress=cfg.show_progress)
+            for system, use_adapter in ((SIMULATOR, True), (BASE, False))}
+    metrics = [perplexity_metric(r, s, n_boot=cfg.n_boot, seed=cfg.seed) for s, r in rows.items()]
+    return metrics, perplexity_difference(rows[SIMULATOR], rows[BASE], n_boot=cfg.n_boot, seed=cfg.seed)
+
+
+def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]],
+                             turns: dict[str, SystemTurns]) -> list[Metric]:
+    """Sample diversity (several samples of one prompt) and controllability (swapped conditions)."""
+    from eval.simulate import generate_turns
+
+    gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
+               do_sample=cfg.do_sample, top_p=cfg.top_p, temperature=cfg.temperature)
+    users = [str(it["user_id"]) for it in items]
+    text_items = [i for i, t in enumerate(turns[HUMAN].texts) if t is not None]
+    rng = random.Random(cfg.seed)
+    out: list[Metric] = []
+    if cfg.diversity_prompts > 0 and cfg.num_diversity_samples > 1:
+        picks = sorted(rng.sample(text_items, min(cfg.diversity_prompts, len(text_items))))
+        samples = {}
+        for system, use_adapter in ((SIMULATOR, True), (BASE, False)):
+            rows = generate_turns(sim, [items[i] for i in picks], use_adapter=use_adapter,
+                                  num_samples=cfg.num_diversity_samples, seed=cfg.seed + 3, **gen)
+            samples[system] = [[t.text for t in row] for row in rows]
+        out += sample_diversity_metrics(samples, [users[i] for i in picks], n_boot=cfg.n_boot, seed=cfg.seed)
+    if cfg.controllability_items > 0:
+        picks = sorted(rng.sample(text_items, min(cfg.controllability_items, len(text_items))))
+        ctl_items = [items[i] for i in picks]
+        if len({it["user_id"] for it in ctl_items}) < 2:
+            print("[usersim eval] controllability skipped: the sampled items come from fewer than 2 users")
+            return out
+        swapped = swapped_conditions(ctl_items, cfg.seed)
+        swapped_turns = SystemTurns.from_turns([t[0] for t in generate_turns(sim, ctl_items, conditions=swapped,
+                                                                            seed=cfg.seed, **gen)])
+        out += controllability_metrics(ctl_items, [turns[HUMAN].texts[i] for i in picks],
+                                       [turns[SIMULATOR].compared()[i] for i in picks], swapped_turns.compared(),
+                                       swapped, n_boot=cfg.n_boot, seed=cfg.seed)
+    return out
+
+
+def run_paired(judges: dict[str, Judge], real: Sequence[str | None], candidate: SystemTurns | Sequence[str | None],
+               contexts, users: Sequence[str], cfg: EvalConfig) -> tuple[dict[str, PairedResult], list[int],
+                                                                      dict[str, int]]:
+    """Every judge's paired result for ``real`` vs ``candidate`` on their complete pairs."""
+    if isinstance(candidate, SystemTurns):
+        texts, capped = candidate.texts, candidate.capped
+    else:
+        texts, capped = list(candidate), [False] * len(candidate)
+    keep, dropped = complete_pairs(real, texts, capped)
+    if len(keep) < 4 or len({users[i] for i in keep}) < 2:
+        print(f"[usersim eval] only {len(keep)} complete pairs ({dropped}); paired discrimination not computed")
+        return {}, keep, dropped
+    results = {name: paired_discrimination(j, [real[i] for i in keep], [texts[i] for i in keep],
+                                           [contexts[i] for i in keep], [users[i] for i in keep],
+                                           n_splits=cfg.n_splits, n_permutations=cfg.n_permutations, seed=cfg.seed)
+               for name, j in judges.items()}
+    return results, keep, dropped
+
+
+def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: list[dict[str, Any]],
+                           turns: dict[str, SystemTurns], systems: list[str]):
+    """Paired discrimination of every system (the headline), the paired controls, human-vs-human."""
+    judges = build_judges(cfg.neural_discriminator)
+    if cfg.headline_judge not in judges:
+        raise ValueError(f"headline_judge={cfg.headline_judge!r} is not among the judges run {list(judges)}")
+    users = [str(it["user_id"]) for it in items]
+    contexts = [item_context(it["history"]) for it in items]
+    real = turns[HUMAN].texts
+    metrics: list[Metric] = []
+    paired: dict[str, Any] = {}
+    results: dict[str, tuple[dict[str, PairedResult], list[int]]] = {}
+    for system in systems:
+        res, keep, dropped = run_paired(judges, real, turns[system], contexts, users, cfg)
+        results[system] = (res, keep)
+        paired[system] = {**{n: r.to_dict() for n, r in res.items()}, "excluded": dropped}
+        metrics += [paired_metric(r, system, judges[n]) for n, r in res.items()]
+
+    controls: dict[str, Any] = {"paired": {}, "human_vs_human": {}, "flags": [], "description": DESCRIPTIONS}
+    flags: list[str] = []
+    candidates: dict[str, Any] = {}
+    if RESAMPLE in turns:
+        # null: sample 1 plays "real"; only items where both samples are whole turns
+        first = [None if c else t for t, c in zip(turns[SIMULATOR].texts, turns[SIMULATOR].capped)]
+        candidates["simulator_vs_itself"] = (first, turns[RESAMPLE])
+    candidates["same_user_other_context"] = (real, same_user_other_turns(items, pool, cfg.seed))
+    if HOT in turns:
+        candidates["simulator_hot"] = (real, turns[HOT])
+    for name, (left, right) in candidates.items():
+        res, _, dropped = run_paired(judges, left, right, contexts, users, cfg)
+        if not res:
+            continue
+        controls["paired"][name] = {"role": ROLES[name], "expect": DESCRIPTIONS[name], "excluded": dropped,
+                                    **{n: r.to_dict() for n, r in res.items()}}
+    if results.get(BASE, ({}, []))[0]:
+        controls["paired"]["base"] = {"role": ROLES["base"], "expect": DESCRIPTIONS["base"],
+                                      **{n: r.to_dict() for n, r in results[BASE][0].items()}}
+    for name, ctl in controls["paired"].items():
+        by_judge = {n: ctl[n] for n in judges if n in ctl}
+        ctl["passed"], flag = control_verdict(name, by_judge, cfg.headline_judge)
+        if flag:
+            flags.append(flag)
+
+    # unpaired human vs human: two disjoint user groups of the eval's real turns
+    group_a, _ = split_users(users, cfg.seed)
+    a = [(t, u) for t, u in zip(real, users) if t is not None and u in group_a]
+    b = [(t, u) for t, u in zip(real, users) if t is not None and u not in group_a]
+    for name, judge in judges.items():
+        r = discriminate(judge, [t for t, _ in a], [u for _, u in a], [t for t, _ in b], [u for _, u in b],
+                         n_splits=cfg.n_splits, n_permutations=cfg.n_permutations, seed=cfg.seed)
+        passed = r.accuracy.p_value >= judge_alpha(len(judges))
+        controls["human_vs_human"][name] = {**r.to_dict(), "passed": passed}
+        if not passed and HUMAN_VS_HUMAN_REJECTED not in flags:
+            flags.append(HUMAN_VS_HUMAN_REJECTED)
+
+    headline: dict[str, Any] = {}
+    sim_res = results.get(SIMULATOR, ({}, []))[0]
+    if cfg.headline_judge in sim_res:
+        r = sim_res[cfg.headline_judge]
+        headline = {"system": SIMULATOR, **r.to_dict(),
+                    "verdict": verdict(r.inference.accuracy, r.inference.p_value, r.inference.mde,
+                                       cfg.claimed_effect), "claimed_effect": cfg.claimed_effect}
+        headline["sentence"] = headline_sentence(headline)
+        if headline["verdict"] == "miscalibrated":
+            flags.append(HEADLINE_BELOW_CHANCE)
+        if headline["verdict"] == "too_small_to_tell":
+            flags.append(TOO_SMALL_TO_TELL)
+    controls["flags"] = flags
+
+    differences: dict[str, Any] = {}
+    if sim_res and results.get(BASE, ({}, []))[0]:
+        (rs, ks), (rb, kb) = results[SIMULATOR], results[BASE]
+        common = sorted(set(ks) & set(kb))
+        pos_s, pos_b = {i: j for j, i in enumerate(ks)}, {i: j for j, i in enumerate(kb)}
+        j = cfg.headline_judge
+        d = np.array([rs[j].scores[pos_s[i]] - rb[j].scores[pos_b[i]] for i in common])
+        if d.size:
+            lo, hi = cluster_robust_interval(d, [users[i] for i in common])
+            differences["paired_accuracy"] = {"value": float(d.mean()), "ci_low": lo, "ci_high": hi,
+                                              "n_pairs": int(d.size), "judge": j}
+    return metrics, paired, controls, headline, differences
+
+
+def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[str, list], cfg: EvalConfig):
+    users = [str(it["user_id"]) for it in items]
+    turn_indices = [int(it["turn_index"]) for it in items]
+    others = {s: t for s, t in texts.items() if s != HUMAN}
+    boot = dict(n_boot=cfg.n_boot, seed=cfg.seed)
+    metrics = behaviour_metrics(texts[HUMAN], others, users, **boot)
+    metrics += first_turn_diversity_metrics(texts[HUMAN], others, users, turn_indices, **boot)
+    metrics += ending_metrics(ends[HUMAN], {s: e for s, e in ends.items() if s != HUMAN}, users, turn_indices, **boot)
+    fm, fm_plots = failure_mode_metrics(items, texts, ends, late_turn=cfg.late_turn, max_turn=cfg.max_turn, **boot)
+    return metrics + fm, fm_plots
+
+
+def human_floor(cfg: EvalConfig, items: list[dict[str, Any]], pool: list[dict[str, Any]]) -> dict[str, float]:
+    """Every distance between the eval's humans and a disjoint group of held-out humans of the same size.
+
+    The second group is drawn like the eval's items (same sampler, another seed) from users the eval
+    did not sample; both groups go through the same statistics, stacked as two columns of one table.
+    """
+    taken = {str(it["user_id"]) for it in items}
+    ref = select_items(pool, len(items), cfg.seed + 7, cfg.max_items_per_conversation, exclude_users=taken)[:len(items)]
+    if len(ref) < len(items) // 2 or not ref:
+        return {}
+    both = list(items) + ref
+    h, hb = SystemTurns.human(items), SystemTurns.human(ref)
+    texts = {HUMAN: h.texts + [None] * len(ref), HUMAN_B: [None] * len(items) + hb.texts}
+    ends = {HUMAN: h.ends + [False] * len(ref), HUMAN_B: [False] * len(items) + hb.ends}
+    metrics, _ = statistics(both, texts, ends, cfg)
+    return {m.name: m.value for m in metrics if m.system == HUMAN_B and m.value is not None
+            and np.isfinite(m.value)}
+
+
+def copy_rate_metrics(items: list[dict[str, Any]], texts: dict[str, list], cfg: EvalConfig) -> list[Metric]:
+    users = [str(it["user_id"]) for it in items]
+    conditions = [Condition.from_row(it["condition"]) for it in items]
+    out = []
+    for system, ts in texts.items():
+        rates = [float("nan") if t is None else copy_rate(t, c) for t, c in zip(ts, conditions)]
+        rates = [float("nan") if r is None else r for r in rates]
+        v, lo, hi = bootstrap_mean_by_user(rates, users, n_boot=cfg.n_boot, seed=cfg.seed)
+        out.append(Metric("condition_copy_rate", system, "leakage", v, lo, hi, int(np.isfinite(rates).sum()), False,
+                          None, 0.0, "share of the turn's word 4-grams found in its condition (turns of 4+ words); "
+                          "a simulator must not be rewarded for copying its condition"))
+    return out
+
+
+def main(cfg: EvalConfig) -> Path:
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    from usersim.simulator import UserSimulator
+
+    out = Path(cfg.output_dir)
+    info = write_run_dir_header(out, cfg, cfg.seed, "eval")
+    items, records, pool = load_held_out(cfg)
+    users = [str(it["user_id"]) for it in items]
+    sim = UserSimulator.from_pretrained(cfg.run_dir, base_model=cfg.base_model or None, device=cfg.device or None,
+                                        dtype=cfg.dtype or None, trust_remote_code=cfg.trust_remote_code,
+                                        max_prompt_tokens=cfg.max_prompt_tokens)
+    registry, timings = MetricRegistry(), {}
+    print(f"[usersim eval] {len(items)} items from {len(set(users))} held-out users, {len(records)} conversations")
+    with timed(timings, "simulate"):
+        turns = generate_all(cfg, sim, items)
+    systems = [s for s in (SIMULATOR, BASE, PROMPTED) if s in turns]
+    truncation = {"capped": {s: t.n_capped for s, t in turns.items() if s != HUMAN},
+                  "empty": {s: t.n_empty for s, t in turns.items() if s != HUMAN},
+                  "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
+                  "capped_excluded": cfg.exclude_capped}
+    if not cfg.exclude_capped:
+        for t in turns.values():
+            t.capped = [False] * len(t.capped)
+    differences: dict[str, Any] = {}
+    with timed(timings, "perplexity"):
+        if cfg.perplexity:
+            ppl, differences["heldout_perplexity"] = perplexity_section(cfg, sim, records)
+            registry.extend(ppl)
+    compared = {s: turns[s].compared() for s in [HUMAN, *systems]}
+    ends = {s: turns[s].ends for s in [HUMAN, *systems]}
+    with timed(timings, "diversity_and_controllability"):
+        registry.extend(extra_generation_metrics(cfg, sim, items, turns))
+        if RESAMPLE in turns and not (cfg.diversity_prompts > 0 and cfg.num_diversity_samples > 1):
+            # two samples per context come free with the null control: the simulator's sample diversity
+            both = [i for i, (a, b) in enumerate(zip(compared[SIMULATOR], turns[RESAMPLE].compared())) if a and b]
+            registry.extend(sample_diversity_metrics(
+                {SIMULATOR: [[compared[SIMULATOR][i], turns[RESAMPLE].texts[i]] for i in both]}, [users[i] for i in both],
+                n_boot=cfg.n_boot, seed=cfg.seed))
+    with timed(timings, "discrimination"):
+        metrics, paired, controls, headline, paired_diff = discrimination_section(cfg, items, pool, turns, systems)
+        registry.extend(metrics)
+        differences.update(paired_diff)
+    with timed(timings, "statistics"):
+        metrics, fm_plots = statistics(items, compared, ends, cfg)
+        floor = human_floor(cfg, items, pool)
+        for m in metrics:  # a distance is read against the distance between two groups of humans
+            if m.system != HUMAN and m.human_reference == 0.0 and m.name in floor:
+                m.human_reference = floor[m.name]
+        registry.extend(metrics)
+        registry.extend(copy_rate_metrics(items, compared, cfg))
+    plots = {"turn_length": {s: [len(words(t)) for t in compared[s] if t is not None] for s in [HUMAN, *systems]},
+             "disclosure_curve": aligned_curves(fm_plots["disclosure_curve"]),
+             "drift": aligned_curves(fm_plots["drift"])}
+
+    with (out / "samples.jsonl").open("w", encoding="utf-8") as fh:
+        for row in sample_rows(items, turns, cfg.history_tail):
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (out / "plots.json").write_text(json.dumps(json_safe(plots), ensure_ascii=False), encoding="utf-8")
+    doc = {"headline": headline, "metrics": registry.to_list(), "paired": paired,
+           "paired_differences": {"simulator_minus_base": differences}, "controls": controls,
+           "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
+           "git_revision": info["git_revision"], "versions": info["versions"],
+           "train_run": train_run_info(Path(cfg.run_dir)), "n_items": len(items), "n_users": len(set(users)),
+           "n_conversations": len(records), "timings_s": timings}
+    (out / "metrics.json").write_text(json.dumps(json_safe(doc), indent=1, ensure_ascii=False), encoding="utf-8")
+    print(format_table(list(registry), systems))
+    print("step timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    if headline:
+        print(headline["sentence"])
+    print(f"controls: {'FLAGGED ' + ', '.join(controls['flags']) if controls['flags'] else 'passed (no flags)'}")
+    return out
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -121,17 +121,21 @@ def window_nll(model: Any, windows: Sequence[Window], pad_id: int) -> list[tuple
 
 
 def user_turn_nll(sim: Any, records: Iterable[Mapping[str, Any]], *, use_adapter: bool = True, batch_size: int = 8,
-                  max_seq_len: int = 1024, show_progress: bool = True) -> list[dict[str, Any]]:
+                  max_seq_len: int = 1024, max_windows: int = 0, show_progress: bool = True) -> list[dict[str, Any]]:
     """Per record: ``{user_id, conversation_id, nll_sum, n_tokens, n_windows, n_tokens_dropped}``.
 
     ``sim`` is a ``usersim.simulator.UserSimulator``; ``records`` are conversation records (the
     ``test`` split). ``use_adapter=False`` scores the untuned base with the same loaded model.
+    ``max_windows`` > 0 scores only each record's first windows (the opening of every conversation:
+    more conversations for the same compute); the user-turn tokens after them are not scored.
     """
     records = list(records)
     windows: list[Window] = []
     rows = []
     for r, record in enumerate(records):
         parts, dropped = record_windows(record_units(record, sim.tokenizer), max_seq_len)
+        if max_windows > 0:
+            parts = parts[:max_windows]
         windows += [Window(r, ids, labels) for ids, labels in parts]
         rows.append({"user_id": record["user_id"], "conversation_id": record["id"], "nll_sum": 0.0, "n_tokens": 0,
                      "n_windows": len(parts), "n_tokens_dropped": dropped})

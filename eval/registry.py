@@ -16,6 +16,8 @@ from typing import Any, Iterator
 SIMULATOR = "simulator"
 BASE = "base"
 HUMAN = "human"
+PROMPTED = "prompted"
+INFERENCE_KEYS = ("p_value", "null_low", "null_high", "mde")
 
 
 def _finite(x: float | None) -> float | None:
@@ -39,10 +41,16 @@ class Metric:
     human_reference: float | None = None
     target: float | None = None
     description: str = ""
+    # Permutation inference (eval.permutation), for metrics tested against chance: two-sided p-value,
+    # the 95% band where indistinguishable systems land at this n, and the minimum detectable effect.
+    p_value: float | None = None
+    null_low: float | None = None
+    null_high: float | None = None
+    mde: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
-        for key in ("value", "ci_low", "ci_high", "human_reference", "target"):
+        for key in ("value", "ci_low", "ci_high", "human_reference", "target", *INFERENCE_KEYS):
             row[key] = _finite(row[key])  # NaN/inf are not JSON; they become null
         row["n"] = int(self.n)
         return row
@@ -81,7 +89,7 @@ class MetricRegistry:
 
 
 METRIC_KEYS = ("name", "system", "group", "value", "ci_low", "ci_high", "n", "higher_is_better",
-               "human_reference", "target", "description")
+               "human_reference", "target", "description", *INFERENCE_KEYS)
 
 
 def validate_metrics_json(doc: dict[str, Any]) -> None:
@@ -97,11 +105,11 @@ def validate_metrics_json(doc: dict[str, Any]) -> None:
             raise ValueError(f"metrics[{i}] ({m.get('name')}) lacks {missing}")
         if m["higher_is_better"] not in (True, False, None):
             raise ValueError(f"metrics[{i}] higher_is_better must be true/false/null")
-        for k in ("value", "ci_low", "ci_high", "human_reference", "target"):
+        for k in ("value", "ci_low", "ci_high", "human_reference", "target", *INFERENCE_KEYS):
             if m[k] is not None and not isinstance(m[k], (int, float)):
                 raise ValueError(f"metrics[{i}].{k} must be a number or null")
     controls = doc["controls"]
-    for key in ("human_vs_human", "non_human", "flags"):
+    for key in ("paired", "human_vs_human", "flags"):
         if key not in controls:
             raise ValueError(f"metrics.json controls lacks {key!r}")
     if not isinstance(controls["flags"], list):

@@ -15,12 +15,49 @@ streams per item (common random numbers for the controllability comparison).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
 from data_prep.prompt_format import Condition
 from usersim.simulator import SimulatorTurn, UserSimulator, derive_seed
+
+
+@dataclass
+class SystemTurns:
+    """One system's next user turn for every eval item, aligned with the items.
+
+    ``texts[i]`` is None where the turn ended the conversation; ``capped[i]`` marks a turn cut by
+    the token cap (eval leaves it out of every comparison); an empty text is a failed turn.
+    """
+
+    texts: list[str | None]
+    ends: list[bool]
+    capped: list[bool]
+
+    @classmethod
+    def from_turns(cls, turns: Sequence[SimulatorTurn]) -> "SystemTurns":
+        return cls([None if t.ends_conversation else t.text for t in turns], [bool(t.ends_conversation) for t in turns],
+                   [bool(t.hit_cap) for t in turns])
+
+    @classmethod
+    def human(cls, items: Sequence[Mapping[str, Any]]) -> "SystemTurns":
+        """The real next turns of the items (None for an end-of-conversation target)."""
+        return cls([None if it["target_is_end"] else it["target"] for it in items],
+                   [bool(it["target_is_end"]) for it in items], [False] * len(items))
+
+    def compared(self) -> list[str | None]:
+        """Texts as the statistics see them: capped and empty turns left out (None)."""
+        return [None if t is None or cap or not t.strip() else t for t, cap in zip(self.texts, self.capped)]
+
+    @property
+    def n_capped(self) -> int:
+        return sum(self.capped)
+
+    @property
+    def n_empty(self) -> int:
+        return sum(t is not None and not t.strip() for t in self.texts)
 
 
 def item_condition(item: Mapping[str, Any], override: Condition | Mapping[str, Any] | None = None) -> Condition:
@@ -37,11 +74,14 @@ def length_order(lengths: Sequence[int]) -> list[int]:
 def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, use_adapter: bool = True, seed: int,
                    batch_size: int = 16, max_new_tokens: int = 48, num_samples: int = 1,
                    conditions: Sequence[Condition | Mapping[str, Any] | None] | None = None,
-                   show_progress: bool = True, **generation: Any) -> list[list[SimulatorTurn]]:
+                   temperatures: Sequence[float] | None = None, show_progress: bool = True,
+                   **generation: Any) -> list[list[SimulatorTurn]]:
     """``num_samples`` simulated next user turns per item: ``out[i][k]`` is sample k of item i.
 
     ``items`` are per-turn item dicts (docs/contracts.md: ``id``, ``condition``, ``history``, ...);
-    ``conditions`` optionally replaces each item's condition (same length as items). Extra
+    ``conditions`` optionally replaces each item's condition (same length as items);
+    ``temperatures`` optionally gives sample k its own temperature (one per sample; the samples of
+    an item share one prompt, which the runtime prefills once). Extra
     ``generation`` keys go to ``UserSimulator.generate_from_prompt_ids`` (e.g. ``do_sample=False``).
     """
     items = list(items)
@@ -49,6 +89,8 @@ def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, us
         raise ValueError(f"{len(items)} items but {len(conditions)} conditions")
     if num_samples < 1 or batch_size < 1:
         raise ValueError("num_samples and batch_size must be >= 1")
+    if temperatures is not None and len(temperatures) != num_samples:
+        raise ValueError(f"{num_samples} samples but {len(temperatures)} temperatures")
     prompts = [sim.prompt_ids(item["history"], item_condition(item, conditions[i] if conditions else None))
                for i, item in enumerate(items)]
     rows = [(i, k) for i in range(len(items)) for k in range(num_samples)]
@@ -61,6 +103,8 @@ def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, us
                           unit="batch"):
             picked = [rows[j] for j in batch]
             seeds = [derive_seed(seed, items[i].get("id", i), k) for i, k in picked]
+            if temperatures is not None:
+                generation["temperature"] = [float(temperatures[k]) for _, k in picked]
             turns = sim.generate_from_prompt_ids([prompts[i] for i, _ in picked], seeds=seeds,
                                                  max_new_tokens=max_new_tokens, **generation)
             for (i, k), turn in zip(picked, turns):

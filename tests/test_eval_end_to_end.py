@@ -36,8 +36,8 @@ def tiny_records(n_users: int = 8) -> list[dict]:
         records.append({
             "id": f"conv{u}", "source": "tiny", "user_id": f"user{u}", "group_id": f"g{u}", "other_user_ids": [],
             "turns": turns, "end_of_conversation": end, "metadata": "{}",
-            "condition": {"persona": f"country: {'US' if u % 2 else 'UK'}", "goal": "talk about hiking with dogs",
-                          "knowledge_discloses": ["I have two dogs"], "knowledge_asks": ["a good trail near denver"],
+            "condition": {"persona": f"country: {'US' if u % 2 else 'UK'}", "goal": "hiking, dogs",
+                          "knowledge_discloses": ["dogs, hiking"], "knowledge_asks": ["trail, denver"],
                           "style": {"length": "short", "casing": "lower" if u % 2 else "proper",
                                     "punctuation": "", "emoji": "", "typos": ""}},
         })
@@ -94,25 +94,37 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     run_dir = build_tiny_run(tmp_path / "train", records=records, train_steps=3)
     out = tmp_path / "eval"
     rc = cli(["--config", str(ROOT / "configs/eval/smoke.yaml"), "--output_dir", str(out), f"data_dir={data_dir}",
-              f"run_dir={run_dir}", "max_items_per_conversation=0", "max_new_tokens=8", "n_boot=50",
+              f"run_dir={run_dir}", "max_items_per_conversation=0", "max_new_tokens=8", "exclude_capped=false", "n_boot=50",
               "show_progress=false", "neural_discriminator=true", "diversity_prompts=2", "num_diversity_samples=2",
               "controllability_items=4"])
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
     validate_metrics_json(doc)
     rows = {(m["name"], m["system"]): m for m in doc["metrics"]}
-    for name in ("heldout_perplexity", "discriminator_accuracy", "discriminator_auc",
-                 "discriminator_accuracy_neural",
+    for name in ("heldout_perplexity", "paired_accuracy", "paired_accuracy_neural",
                  "turn_length_wasserstein", "knowledge_leak_rate", "assistant_likeness_rate", "end_f1",
                  "disclosure_area_between_curves", "sample_self_similarity", "style_drift"):
         for system in ("simulator", "base"):
             assert (name, system) in rows, (name, system)
+    for system in ("human", "simulator", "base"):
+        assert rows[("condition_copy_rate", system)]["target"] == 0.0
+    assert rows[("condition_copy_rate", "human")]["value"] == 0.0  # leak-free conditions: no 4-gram of the turn
     assert ("control_topic_gap_swapped", "simulator") in rows
     ppl = rows[("heldout_perplexity", "simulator")]
     assert ppl["value"] > 1 and ppl["ci_low"] <= ppl["value"] <= ppl["ci_high"]
-    acc = rows[("discriminator_accuracy", "simulator")]
-    assert acc["target"] == 0.5 and acc["higher_is_better"] is None and 0 <= acc["value"] <= 1
+    acc = rows[("paired_accuracy", "simulator")]
+    assert acc["target"] == 0.5 and 0 <= acc["value"] <= 1 and 0 < acc["p_value"] <= 1
+    assert acc["null_low"] <= 0.5 <= acc["null_high"] and acc["mde"] > 0
+    head = doc["headline"]
+    assert head["verdict"] in {"distinguishable", "indistinguishable", "too_small_to_tell", "miscalibrated"}
+    assert head["n_pairs"] == doc["paired"]["simulator"]["fast"]["n_pairs"] and str(head["n_pairs"]) in head["sentence"]
+    excluded = doc["paired"]["simulator"]["excluded"]
+    assert head["n_pairs"] + sum(excluded.values()) == doc["n_items"]
+    assert doc["truncation"]["capped"]["simulator"] > 0 and doc["truncation"]["capped_excluded"] is False
     assert set(doc["controls"]["human_vs_human"]) == {"fast", "neural"}
+    assert {"simulator_vs_itself", "simulator_hot", "base"} <= set(doc["controls"]["paired"])
+    assert doc["controls"]["paired"]["simulator_vs_itself"]["role"] == "null"
+    assert set(doc["truncation"]["capped"]) >= {"simulator", "base", "simulator_resample", "simulator_hot"}
     assert doc["train_run"]["base_model"]["source"] == "tiny-random"
     assert (out / "config.yaml").is_file() and (out / "run_info.json").is_file()
 
@@ -120,15 +132,32 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     n_items = sum(len(per_turn_items(r)) for r in records)
     assert len(samples) == n_items == doc["n_items"]
     for key in ("id", "user_id", "condition", "history_tail", "real", "simulated", "base", "real_ends",
-                "simulated_ends", "base_ends"):
+                "simulated_ends", "base_ends", "simulated_capped"):
         assert key in samples[0]
     assert sum(s["real_ends"] for s in samples) == sum(r["end_of_conversation"] for r in records)
 
     plots = json.loads((out / "plots.json").read_text())
-    assert set(plots) >= {"turn_length", "disclosure_curve", "drift", "roc", "roc_neural"}
+    assert set(plots) >= {"turn_length", "disclosure_curve", "drift"}
     assert len(plots["turn_length"]["human"]) == n_items - sum(s["real_ends"] for s in samples)
-    assert set(plots["roc"]) == {"simulator", "base"}
     assert len(plots["disclosure_curve"]["turn_index"]) == len(plots["disclosure_curve"]["human"])
+
+    # the report and the model card render from this real output (not only from invented numbers)
+    from eval.report import cli as report_cli
+
+    assert report_cli([str(out)]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "paired" in html.lower() and f"{head['n_pairs']} pairs" in html
+
+
+def test_eval_refuses_items_whose_condition_holds_their_target(tmp_path):
+    from eval.main import load_held_out
+
+    records = tiny_records()
+    for r in records:  # the old, leaky conditioning: a verbatim user sentence as knowledge
+        r["condition"]["knowledge_discloses"] = ["i have two dogs and we go hiking a lot"]
+    data_dir = write_data_run(tmp_path / "data", records)
+    with pytest.raises(ValueError, match="4-word span"):
+        load_held_out(EvalConfig(data_dir=str(data_dir), max_items=0, max_items_per_conversation=0))
 
 
 def test_eval_fails_clearly_without_a_data_run(tmp_path):

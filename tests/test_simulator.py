@@ -40,7 +40,10 @@ def test_end_marker_becomes_ends_conversation(tiny_sim):
     end_ids = tok(END_OF_CONVERSATION, add_special_tokens=False)["input_ids"] + [tok.eos_token_id, tok.pad_token_id]
     assert tiny_sim._to_turn(end_ids) == SimulatorTurn("", True, len(end_ids) - 1)
     text_ids = tok("hi there", add_special_tokens=False)["input_ids"]
-    assert tiny_sim._to_turn(text_ids) == SimulatorTurn("hi there", False, len(text_ids))  # no EOS: all tokens count
+    # no EOS: all tokens count, and the turn is marked as cut by the cap
+    assert tiny_sim._to_turn(text_ids) == SimulatorTurn("hi there", False, len(text_ids), hit_cap=True)
+    closed = text_ids + [tok.eos_token_id]
+    assert tiny_sim._to_turn(closed) == SimulatorTurn("hi there", False, len(closed), hit_cap=False)
 
 
 def test_clean_generated_text_cuts_run_on_turns():
@@ -208,3 +211,36 @@ def test_rowwise_sampler_nucleus_and_candidate_fallback_agree():
         partial.candidates = 16
         for _ in range(20):
             assert torch.equal(full(None, scores), partial(None, scores))
+
+
+def test_decode_rows_matches_generate_and_shares_identical_prompts(tiny_sim):
+    """Greedy rows of the eval's decode loop equal model.generate one prompt at a time, also when a
+    prompt appears twice in the batch (prefilled once) and when rows finish at different steps."""
+    from usersim.simulator import decode_rows
+
+    hs = histories()
+    prompts = [tiny_sim.prompt_ids(hs[0]), tiny_sim.prompt_ids(hs[1]), tiny_sim.prompt_ids(hs[0])]
+    tok = tiny_sim.tokenizer
+    rows = decode_rows(tiny_sim.model, prompts, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, max_new_tokens=10)
+    for prompt, row in zip(prompts, rows):
+        ref = tiny_sim.model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
+                                      dtype=torch.long), max_new_tokens=10, do_sample=False,
+                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, len(prompt):]
+        ref = ref.tolist()
+        if tok.eos_token_id in ref:
+            ref = ref[:ref.index(tok.eos_token_id) + 1]
+        assert row == ref
+    assert rows[0] == rows[2]
+
+
+def test_sampled_rows_do_not_depend_on_batch_mates_in_decode_rows(tiny_sim):
+    from usersim.simulator import decode_rows
+
+    hs = histories()
+    tok = tiny_sim.tokenizer
+    p0, p1 = tiny_sim.prompt_ids(hs[0]), tiny_sim.prompt_ids(hs[1])
+    kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, max_new_tokens=12)
+    alone = decode_rows(tiny_sim.model, [p0], sampler=RowwiseSampler([7], temperature=1.3), **kw)
+    mixed = decode_rows(tiny_sim.model, [p1, p0, p0], sampler=RowwiseSampler([3, 7, 9], temperature=[1.0, 1.3, 1.3]),
+                        **kw)
+    assert mixed[1] == alone[0]

@@ -29,6 +29,7 @@ Long histories
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import warnings
@@ -139,20 +140,30 @@ class RowwiseSampler:
     which makes the output independent of the batch composition.
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
-        if temperature <= 0:
+    def __init__(self, seeds: Sequence[int], temperature: float | Sequence[float] = 1.0, top_p: float = 1.0,
+                 top_k: int = 0):
+        temps = [float(temperature)] * len(seeds) if isinstance(temperature, (int, float)) else list(temperature)
+        if len(temps) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(temps)} temperatures")
+        if any(t <= 0 for t in temps):
             raise ValueError("temperature must be > 0 when sampling; use do_sample=False for greedy decoding")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.temperature, self.top_p, self.top_k = float(temperature), float(top_p), int(top_k or 0)
+        self.temperatures = torch.tensor(temps, dtype=torch.float32).unsqueeze(-1)
+        self.top_p, self.top_k = float(top_p), int(top_k or 0)
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows`` (in that order): rows that finished leave the batch, their streams untouched."""
+        self.generators = [self.generators[i] for i in rows]
+        self.temperatures = self.temperatures[list(rows)]
 
     # top-p only: the nucleus is looked for among this many top tokens first (a partial top-k is much
     # cheaper than sorting a 262k vocabulary); rows whose nucleus is wider fall back to a full sort.
     candidates = 1024
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        probs = torch.softmax(scores.float() / self.temperatures.to(scores.device), dim=-1)
         vocab = probs.shape[-1]
         if self.top_k and self.top_k < vocab:  # top-k first, renormalised (then top-p within it)
             top, order = torch.topk(probs, self.top_k, dim=-1)
@@ -236,6 +247,74 @@ def _download_adapter_repo(repo_id: str) -> Path:
                       f"({type(exc).__name__}); {hint}") from None
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+
+
+@torch.inference_mode()
+def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eos_id: int, max_new_tokens: int,
+                sampler: RowwiseSampler | None = None, stop_texts: Sequence[str] = (), decode: Any = None,
+                check_every: int = 4) -> list[list[int]]:
+    """New token ids per prompt (up to and including EOS), with a KV cache, decoded row by row.
+
+    Two savings over ``model.generate`` for the eval's workload:
+    * identical prompts (several samples of one context) are prefilled once and their cache rows
+      copied, so a control's second sample costs decode steps only;
+    * a row leaves the batch as soon as it ends (EOS, or one of ``stop_texts`` in its decoded text,
+      checked every ``check_every`` steps), so the batch shrinks instead of waiting for its slowest row.
+    Greedy when ``sampler`` is None; otherwise each row draws from its own generator (RowwiseSampler),
+    so its tokens do not depend on its batch mates.
+    """
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    unique: dict[tuple[int, ...], int] = {}
+    source = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+    ids, mask = left_pad([list(p) for p in unique], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache, logits = _cache_of(out), out.logits[:, -1]
+    rows = torch.tensor(source, device=device)
+    if len(unique) != len(prompts) or source != list(range(len(prompts))):
+        cache.reorder_cache(rows)
+    logits, mask = logits[rows], mask[rows]
+    active = list(range(len(prompts)))  # active[j] = prompt index of batch row j
+    new: list[list[int]] = [[] for _ in prompts]
+    for step in range(max_new_tokens):
+        scores = logits.float() if sampler is None else sampler(None, logits)
+        token = scores.argmax(-1)
+        done = []
+        for j, t in enumerate(token.tolist()):
+            new[active[j]].append(t)
+            if t == eos_id:
+                done.append(j)
+        if stop_texts and decode is not None and (step + 1) % check_every == 0:
+            done += [j for j in range(len(active)) if j not in done
+                     and any(s in decode(new[active[j]]) for s in stop_texts)]
+        if step == max_new_tokens - 1 or len(done) == len(active):
+            break
+        if done:
+            keep = [j for j in range(len(active)) if j not in set(done)]
+            index = torch.tensor(keep, device=device)
+            cache.reorder_cache(index)
+            mask, token = mask[index], token[index]
+            active = [active[j] for j in keep]
+            if sampler is not None:
+                sampler.select(keep)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        out = model(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                    use_cache=True, **{_cache_kwarg(model): cache})
+        cache, logits = _cache_of(out), out.logits[:, -1]
+    return new
+
+
 # ----------------------------------------------------------------------------- the runtime
 
 
@@ -277,7 +356,10 @@ class UserSimulator:
             raise FileNotFoundError(f"{run_dir} lacks {missing}: is it a finished `usersim train` run directory?")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = cls._load_base(_resolve_base_path(run_dir, base_model), device, dtype, trust_remote_code)
-        model = PeftModel.from_pretrained(base, str(run_dir), is_trainable=False)
+        with warnings.catch_warnings():  # peft reads a transformers attribute deprecated in v5 (see train/lora.py)
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            model = PeftModel.from_pretrained(base, str(run_dir), is_trainable=False)
         tokenizer = AutoTokenizer.from_pretrained(str(run_dir), trust_remote_code=trust_remote_code)
         return cls(model, tokenizer, max_prompt_tokens=max_prompt_tokens)
 
@@ -399,8 +481,15 @@ class UserSimulator:
                 seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
             if len(seeds) != len(prompts):
                 raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-            processors.append(RowwiseSampler(seeds, temperature=temperature, top_p=top_p, top_k=top_k))
         tok = self.tokenizer
+        if not options and not processors:  # the plain case: our own decode loop (shared prefill, early exit)
+            sampler = RowwiseSampler(seeds, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else None
+            rows = decode_rows(self.model, prompts, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                               max_new_tokens=max_new_tokens, sampler=sampler, stop_texts=(USER_MARKER, ASSISTANT_MARKER),
+                               decode=tok.decode)
+            return [self._to_turn(row) for row in rows]
+        if do_sample:
+            processors.append(RowwiseSampler(seeds, temperature=temperature, top_p=top_p, top_k=top_k))
         # A fresh greedy config: the checkpoint's generation_config (do_sample, top_k, ...) must not leak in.
         # temperature/top_k/top_p are transformers' neutral global defaults (sampling happens in RowwiseSampler);
         # other options (min_new_tokens, repetition_penalty, ...) become GenerationConfig fields.
