@@ -2,13 +2,15 @@
 
 It records the seed, the git revision of the code, the command line and the versions of the
 packages that shape the numbers (torch, transformers, peft, datasets, ...). No secrets: the
-environment is never dumped.
+environment is never dumped. :func:`peak_rss_mb` is the peak-memory figure every stage and
+benchmark reports.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -45,6 +47,15 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory in MB (0.1 MB steps) of this process; with ``children``, the larger of it
+    and the peak of its waited-for child processes. Linux reports ``ru_maxrss`` in KiB."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if children:
+        kib = max(kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return round(kib / 1024, 1)
 
 
 def run_info(seed: int, stage: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
