@@ -24,11 +24,11 @@ class EvalConfig:
     # Simulation
     max_items: int = 480  # per-turn items to simulate, sampled conversation by conversation (0 = all)
     max_items_per_conversation: int = 1  # random items kept per sampled conversation (0 = all): more users
-    # generation budget per simulated turn; a turn that reaches it without ending is counted as capped
-    # and left out of every comparison (never judged cut mid-word)
+    # generation budget per simulated turn, and the comparison budget: every turn, real or simulated, is
+    # compared on its first max_new_tokens tokens (simulator tokenizer), so hitting the cap is no tell
     max_new_tokens: int = 64
-    # leave capped turns out of every comparison (the default); false only for models that never end a turn
-    # (e.g. the tiny random model of the tests): their cut turns are then judged as they are, and still counted
+    # leave out of every comparison a turn whose generation cap cut it short of that budget (a system with
+    # another tokenizer or a smaller cap; the default); false: judge such turns as they are (still counted)
     exclude_capped: bool = True
     batch_size: int = 16  # generation batch size
     do_sample: bool = True  # sample (True) or greedy decode (False)

@@ -42,6 +42,10 @@ ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in 
     r"\bhow (can|may) i (help|assist)\b", r"\bis there anything else\b", r"\bi (can|could) help you with\b",
     r"\bhappy to help\b", r"\bhere'?s (a|an|the|some|how)\b",
 ))
+    r"\bi apologi[sz]e for\b", r"\bi am an (ai|artificial intelligence)\b", r"\bit seems (like|that) you\b",
+    r"\b(can|may) vary depending on\b", r"\bdepends on (several|various|many|a number of) factors\b",
+    r"\bit('s| is) (important|worth noting|helpful|essential) to\b", r"\bi (can|could) (assist|help) you\b",
+    r"\byou can (use|try|also)\b", r"\bthere are (several|many|a few|various) (ways|options|things|factors)\b",
 LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+\S", re.MULTILINE)
 
 

@@ -48,6 +48,7 @@ from eval.simulate import SystemTurns
 from eval.style_features import words
 
 RESAMPLE, HOT = "simulator_resample", "simulator_hot"  # the controls' extra simulator samples
+SAME_CAP = {SIMULATOR, RESAMPLE, HOT, BASE}  # generated with the simulator's tokenizer and cap max_new_tokens
 SAMPLE_KEYS = {SIMULATOR: "simulated", BASE: "base", PROMPTED: "prompted"}
 HUMAN_B = "human_b"  # the second, disjoint group of held-out humans (the floor of every distance)
 
@@ -164,18 +165,25 @@ def headline_sentence(h: dict[str, Any]) -> str:
            "held-out humans at this n."
 
 
-def sample_rows(items, turns: dict[str, SystemTurns], history_tail: int) -> list[dict[str, Any]]:
+def sample_rows(items, generated: dict[str, SystemTurns], compared: dict[str, SystemTurns],
+                history_tail: int) -> list[dict[str, Any]]:
+    """One row per item: every system's whole turn as written, with how the comparisons saw it.
+
+    ``<key>_capped``: its generation cap cut it short of the budget (left out of comparisons);
+    ``<key>_cut``: compared on its first ``max_new_tokens`` tokens only.
+    """
     rows = []
-    human = turns[HUMAN]
+    human = generated[HUMAN]
     for i, it in enumerate(items):
         row = {"id": it["id"], "user_id": it["user_id"], "turn_index": it["turn_index"], "condition": it["condition"],
                "history_tail": list(it["history"])[-history_tail:] if history_tail else [],
-               "real": human.texts[i] or "", "real_ends": human.ends[i]}
+               "real": human.texts[i] or "", "real_ends": human.ends[i], "real_cut": compared[HUMAN].cut[i]}
         for s, key in SAMPLE_KEYS.items():
-            if s in turns:
-                row[key] = turns[s].texts[i] or ""
-                row[f"{key}_ends"] = turns[s].ends[i]
-                row[f"{key}_capped"] = turns[s].capped[i]
+            if s in generated:
+                row[key] = generated[s].texts[i] or ""
+                row[f"{key}_ends"] = generated[s].ends[i]
+                row[f"{key}_capped"] = compared[s].capped[i]
+                row[f"{key}_cut"] = compared[s].cut[i]
         rows.append(row)
     return rows
 
@@ -332,7 +340,8 @@ def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, An
             return out
         swapped = swapped_conditions(ctl_items, cfg.seed)
         swapped_turns = SystemTurns.from_turns([t[0] for t in generate_turns(sim, ctl_items, conditions=swapped,
-                                                                            seed=cfg.seed, **gen)])
+                                                                            seed=cfg.seed, **gen)]
+                                               ).at_budget(sim.tokenizer, cfg.max_new_tokens, capped_at_budget=True)
         out += controllability_metrics(ctl_items, [turns[HUMAN].texts[i] for i in picks],
                                        [turns[SIMULATOR].compared()[i] for i in picks], swapped_turns.compared(),
                                        swapped, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -380,7 +389,7 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
     flags: list[str] = []
     candidates: dict[str, Any] = {}
     if RESAMPLE in turns:
-        # null: sample 1 plays "real"; only items where both samples are whole turns
+        # null: sample 1 plays "real" (a capped sample 1 is left out like any capped turn)
         first = [None if c else t for t, c in zip(turns[SIMULATOR].texts, turns[SIMULATOR].capped)]
         candidates["simulator_vs_itself"] = (first, turns[RESAMPLE])
     candidates["same_user_other_context"] = (real, same_user_other_turns(items, pool, cfg.seed))
@@ -453,18 +462,21 @@ def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[s
     return metrics + fm, fm_plots
 
 
-def human_floor(cfg: EvalConfig, items: list[dict[str, Any]], pool: list[dict[str, Any]]) -> dict[str, float]:
+def human_floor(cfg: EvalConfig, items: list[dict[str, Any]], pool: list[dict[str, Any]],
+                tokenizer: Any) -> dict[str, float]:
     """Every distance between the eval's humans and a disjoint group of held-out humans of the same size.
 
     The second group is drawn like the eval's items (same sampler, another seed) from users the eval
-    did not sample; both groups go through the same statistics, stacked as two columns of one table.
+    did not sample; both groups are cut to the same token budget and go through the same statistics,
+    stacked as two columns of one table.
     """
     taken = {str(it["user_id"]) for it in items}
     ref = select_items(pool, len(items), cfg.seed + 7, cfg.max_items_per_conversation, exclude_users=taken)[:len(items)]
     if len(ref) < len(items) // 2 or not ref:
         return {}
     both = list(items) + ref
-    h, hb = SystemTurns.human(items), SystemTurns.human(ref)
+    h, hb = (SystemTurns.human(group).at_budget(tokenizer, cfg.max_new_tokens, capped_at_budget=False)
+             for group in (items, ref))
     texts = {HUMAN: h.texts + [None] * len(ref), HUMAN_B: [None] * len(items) + hb.texts}
     ends = {HUMAN: h.ends + [False] * len(ref), HUMAN_B: [False] * len(items) + hb.ends}
     metrics, _ = statistics(both, texts, ends, cfg)
@@ -504,12 +516,17 @@ def main(cfg: EvalConfig) -> Path:
     registry, timings = MetricRegistry(), {}
     print(f"[usersim eval] {len(items)} items from {len(set(users))} held-out users, {len(records)} conversations")
     with timed(timings, "simulate"):
-        turns = generate_all(cfg, sim, items)
-    systems = [s for s in (SIMULATOR, BASE, PROMPTED) if s in turns]
-    truncation = {"capped": {s: t.n_capped for s, t in turns.items() if s != HUMAN},
+        generated = generate_all(cfg, sim, items)
+    systems = [s for s in (SIMULATOR, BASE, PROMPTED) if s in generated]
+    # every comparison sees each turn, real or simulated, cut to its first max_new_tokens tokens
+    turns = {s: t.at_budget(sim.tokenizer, cfg.max_new_tokens, capped_at_budget=s in SAME_CAP)
+             for s, t in generated.items()}
+    truncation = {"hit_cap": {s: t.n_capped for s, t in generated.items() if s != HUMAN},
+                  "cut_at_budget": {s: t.n_cut for s, t in turns.items()},
+                  "capped": {s: t.n_capped for s, t in turns.items() if s != HUMAN},
                   "empty": {s: t.n_empty for s, t in turns.items() if s != HUMAN},
-                  "max_new_tokens": cfg.max_new_tokens, "max_prompt_tokens": cfg.max_prompt_tokens,
-                  "capped_excluded": cfg.exclude_capped}
+                  "n_items": len(items), "max_new_tokens": cfg.max_new_tokens,
+                  "max_prompt_tokens": cfg.max_prompt_tokens, "capped_excluded": cfg.exclude_capped}
     if not cfg.exclude_capped:
         for t in turns.values():
             t.capped = [False] * len(t.capped)
@@ -534,7 +551,7 @@ def main(cfg: EvalConfig) -> Path:
         differences.update(paired_diff)
     with timed(timings, "statistics"):
         metrics, fm_plots = statistics(items, compared, ends, cfg)
-        floor = human_floor(cfg, items, pool)
+        floor = human_floor(cfg, items, pool, sim.tokenizer)
         for m in metrics:  # a distance is read against the distance between two groups of humans
             if m.system != HUMAN and m.human_reference == 0.0 and m.name in floor:
                 m.human_reference = floor[m.name]
@@ -545,7 +562,7 @@ def main(cfg: EvalConfig) -> Path:
              "drift": aligned_curves(fm_plots["drift"])}
 
     with (out / "samples.jsonl").open("w", encoding="utf-8") as fh:
-        for row in sample_rows(items, turns, cfg.history_tail):
+        for row in sample_rows(items, generated, turns, cfg.history_tail):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     (out / "plots.json").write_text(json.dumps(json_safe(plots), ensure_ascii=False), encoding="utf-8")
     doc = {"headline": headline, "metrics": registry.to_list(), "paired": paired,

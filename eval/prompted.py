@@ -86,7 +86,10 @@ class PromptedConfig:
         "details only when they become relevant. Do not make up facts the profile does not give you. When you "
         "would end the conversation here, write exactly ###STOP### and nothing else."
     )
-    max_new_tokens: int = 48  # generation budget per turn (endpoint: max_tokens)
+    # generation budget per turn (endpoint: max_tokens), in the instruct model's own tokens; keep it above
+    # the eval's max_new_tokens (the comparison budget, in simulator tokens): a turn this cap cuts short
+    # of that budget is left out of the comparisons
+    max_new_tokens: int = 96
     temperature: float = 1.0  # sampling temperature; 0 = greedy (deterministic)
     top_p: float = 0.95  # nucleus sampling (ignored when greedy)
     batch_size: int = 16  # local model: rows per generate call; endpoint: concurrent requests

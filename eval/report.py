@@ -209,10 +209,15 @@ def truncation_context(metrics: dict[str, Any], systems: list[str]) -> dict[str,
     trunc = metrics.get("truncation")
     if not isinstance(trunc, dict):
         return None
-    capped = trunc.get("capped") if isinstance(trunc.get("capped"), dict) else {}
-    empty = trunc.get("empty") if isinstance(trunc.get("empty"), dict) else {}
-    return {"rows": [{"system": SYSTEM_LABELS.get(s, s), "capped": fmt(capped.get(s)), "empty": fmt(empty.get(s))}
-                     for s in systems if s in capped or s in empty],
+
+    def count(key: str, system: str) -> str:
+        table = trunc.get(key) if isinstance(trunc.get(key), dict) else {}
+        return fmt(table.get(system)) if system in table else "—"
+
+    return {"rows": [{"system": SYSTEM_LABELS.get(s, s), "hit_cap": count("hit_cap", s),
+                      "cut": count("cut_at_budget", s), "capped": count("capped", s), "empty": count("empty", s)}
+                     for s in ("human", *systems)],
+            "n_items": fmt(trunc.get("n_items")),
             "max_new_tokens": fmt(trunc.get("max_new_tokens")),
             "prompt_turns_dropped": fmt(trunc.get("prompt_turns_dropped"))}
 

@@ -15,7 +15,7 @@ streams per item (common random numbers for the controllability comparison).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
@@ -28,13 +28,20 @@ from usersim.simulator import SimulatorTurn, UserSimulator, derive_seed
 class SystemTurns:
     """One system's next user turn for every eval item, aligned with the items.
 
-    ``texts[i]`` is None where the turn ended the conversation; ``capped[i]`` marks a turn cut by
-    the token cap (eval leaves it out of every comparison); an empty text is a failed turn.
+    ``texts[i]`` is None where the turn ended the conversation; ``capped[i]`` marks a turn its
+    generation cap cut before the comparison budget (eval leaves it out of every comparison);
+    ``cut[i]`` marks a turn compared on its first ``budget`` tokens (see :meth:`at_budget`); an
+    empty text is a failed turn.
     """
 
     texts: list[str | None]
     ends: list[bool]
     capped: list[bool]
+    cut: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.cut:
+            self.cut = [False] * len(self.texts)
 
     @classmethod
     def from_turns(cls, turns: Sequence[SimulatorTurn]) -> "SystemTurns":
@@ -47,6 +54,30 @@ class SystemTurns:
         return cls([None if it["target_is_end"] else it["target"] for it in items],
                    [bool(it["target_is_end"]) for it in items], [False] * len(items))
 
+    def at_budget(self, tokenizer: Any, budget: int, *, capped_at_budget: bool) -> "SystemTurns":
+        """The turns as every comparison sees them: each cut to its first ``budget`` tokens of ``tokenizer``.
+
+        Real and simulated turns go through the same cut, so a turn stopped by the generation cap is
+        no tell: a long human turn is cut at the same place. ``capped_at_budget``: this system
+        generated with ``tokenizer`` and a cap of exactly ``budget`` new tokens, so a capped turn is
+        already cut there. A capped turn that falls short of the budget (a system with another
+        tokenizer or a smaller cap) stays ``capped`` and is left out.
+        """
+        texts: list[str | None] = []
+        capped: list[bool] = []
+        cut: list[bool] = []
+        for text, cap in zip(self.texts, self.capped):
+            ids = [] if text is None else tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) > budget:
+                texts.append(tokenizer.decode(ids[:budget], skip_special_tokens=True).strip())
+                capped.append(False)
+                cut.append(True)
+            else:
+                texts.append(text)
+                capped.append(cap and not capped_at_budget)
+                cut.append(cap and capped_at_budget)
+        return SystemTurns(texts, list(self.ends), capped, cut)
+
     def compared(self) -> list[str | None]:
         """Texts as the statistics see them: capped and empty turns left out (None)."""
         return [None if t is None or cap or not t.strip() else t for t, cap in zip(self.texts, self.capped)]
@@ -54,6 +85,10 @@ class SystemTurns:
     @property
     def n_capped(self) -> int:
         return sum(self.capped)
+
+    @property
+    def n_cut(self) -> int:
+        return sum(self.cut)
 
     @property
     def n_empty(self) -> int:

@@ -40,12 +40,15 @@ def disjoint_user_samples(by_user, n_users: int, per_user: int, seed: int):
     return take(users[:n_users]), take(users[n_users:])
 
 
-@lru_cache(maxsize=1)
-def sharegpt_exchanges(n_conversations: int = 400) -> list[tuple[str, str, str]]:
-    """(user id, a real user turn, the real ChatGPT reply to it) from the ShareGPT corpus."""
+@lru_cache(maxsize=2)
+def sharegpt_exchanges(n_conversations: int = 400, skip: int = 0) -> list[tuple[str, str, str]]:
+    """(user id, a real user turn, the real ChatGPT reply to it) from the ShareGPT corpus.
+
+    The first exchange of each of conversations ``skip`` .. ``skip + n_conversations`` of the file.
+    """
     out = []
-    for conv in iter_source(SourceConfig(adapter="sharegpt", max_items=n_conversations)):
-        if isinstance(conv, Quarantined):
+    for k, conv in enumerate(iter_source(SourceConfig(adapter="sharegpt", max_items=skip + n_conversations))):
+        if k < skip or isinstance(conv, Quarantined):
             continue
         for a, b in zip(conv.turns, conv.turns[1:]):
             if a.role == USER and b.role == ASSISTANT and a.text.strip() and b.text.strip():

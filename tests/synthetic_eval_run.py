@@ -289,14 +289,16 @@ def write_tree(root: Path, *, verdict: str = "distinguishable", flags: list[str]
 
     rows = metric_rows(verdict, neural)
     paired = paired_section(verdict, neural)
-    truncation = {"capped": {"simulator": 4, "base": 17, "prompted": 0},
+    truncation = {"hit_cap": {"simulator": 4, "base": 17, "prompted": 9},
+                  "cut_at_budget": {"human": 11, "simulator": 5, "base": 18, "prompted": 7},
+                  "capped": {"simulator": 0, "base": 0, "prompted": 2},
                   "empty": {"simulator": 1, "base": 2, "prompted": 0},
-                  "max_new_tokens": 64, "prompt_turns_dropped": 0}
+                  "n_items": 130, "max_new_tokens": 64, "prompt_turns_dropped": 0}
     if not with_prompted:
         rows = [r for r in rows if r["system"] != "prompted"]
         paired.pop("prompted")
-        for counts in (truncation["capped"], truncation["empty"]):
-            counts.pop("prompted")
+        for key in ("hit_cap", "cut_at_budget", "capped", "empty"):
+            truncation[key].pop("prompted")
     metrics = {
         "metrics": rows,
         "headline": headline(verdict),

@@ -120,7 +120,11 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     assert head["n_pairs"] == doc["paired"]["simulator"]["fast"]["n_pairs"] and str(head["n_pairs"]) in head["sentence"]
     excluded = doc["paired"]["simulator"]["excluded"]
     assert head["n_pairs"] + sum(excluded.values()) == doc["n_items"]
-    assert doc["truncation"]["capped"]["simulator"] > 0 and doc["truncation"]["capped_excluded"] is False
+    trunc = doc["truncation"]
+    assert trunc["hit_cap"]["simulator"] > 0 and trunc["capped_excluded"] is False
+    # the simulator's cap is the comparison budget: its capped turns are compared (cut), never left out
+    assert trunc["cut_at_budget"]["simulator"] >= trunc["hit_cap"]["simulator"] and trunc["capped"]["simulator"] == 0
+    assert "human" in trunc["cut_at_budget"]
     assert set(doc["controls"]["human_vs_human"]) == {"fast", "neural"}
     assert {"simulator_vs_itself", "simulator_hot", "base"} <= set(doc["controls"]["paired"])
     assert doc["controls"]["paired"]["simulator_vs_itself"]["role"] == "null"
@@ -132,7 +136,7 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     n_items = sum(len(per_turn_items(r)) for r in records)
     assert len(samples) == n_items == doc["n_items"]
     for key in ("id", "user_id", "condition", "history_tail", "real", "simulated", "base", "real_ends",
-                "simulated_ends", "base_ends", "simulated_capped"):
+                "simulated_ends", "base_ends", "simulated_capped", "simulated_cut", "real_cut"):
         assert key in samples[0]
     assert sum(s["real_ends"] for s in samples) == sum(r["end_of_conversation"] for r in records)
 

@@ -176,7 +176,10 @@ def test_controls_paired_and_perplexity_sections(rendered):
     copy = html[html.index('id="copy-rate"'):html.index('id="truncation"')]
     assert "held-out humans" in copy and "0.061 [0.058, 0.064]" in copy
     trunc = html[html.index('id="truncation"'):html.index("<h2>Other figures")]
-    assert "<td>untuned base</td><td class=\"num\">17</td>" in trunc and "Token cap per turn: 64" in trunc
+    assert ('<td>untuned base</td><td class="num">17</td><td class="num">18</td><td class="num">0</td>'
+            '<td class="num">2</td>') in trunc
+    assert '<td>held-out humans</td><td class="num">—</td><td class="num">11</td>' in trunc
+    assert "Of 130 items" in trunc and "compared on its first 64 tokens" in trunc
 
 
 def test_every_metric_has_a_row_with_reference_and_direction(rendered):

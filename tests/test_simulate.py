@@ -69,3 +69,32 @@ def test_same_conditions_as_items_change_nothing(tiny_sim, items):
 
 def test_length_order_is_longest_first_and_stable():
     assert length_order([3, 5, 3, 1, 5]) == [1, 4, 0, 2, 3]
+
+
+def test_at_budget_cuts_every_side_at_the_same_token_count(tiny_sim):
+    """Real and simulated turns are compared on their first ``budget`` tokens: a cap is no tell."""
+    from eval.simulate import SystemTurns
+
+    tok = tiny_sim.tokenizer
+    budget = 5
+    long_text = "one two three four five six seven eight nine ten"
+    short_text = "hi there"
+    assert len(tok(long_text, add_special_tokens=False)["input_ids"]) > budget
+    assert len(tok(short_text, add_special_tokens=False)["input_ids"]) <= budget
+    first = tok.decode(tok(long_text, add_special_tokens=False)["input_ids"][:budget], skip_special_tokens=True).strip()
+
+    human = SystemTurns([long_text, short_text, None], [False, False, True], [False, False, False])
+    seen = human.at_budget(tok, budget, capped_at_budget=False)
+    assert seen.texts == [first, short_text, None] and seen.cut == [True, False, False]
+    assert seen.capped == [False, False, False] and seen.ends == [False, False, True]
+
+    # same tokenizer and cap: a capped turn is already cut at the budget, so it is compared, not left out
+    sim = SystemTurns([short_text, short_text], [False, False], [True, False])
+    seen = sim.at_budget(tok, budget, capped_at_budget=True)
+    assert seen.capped == [False, False] and seen.cut == [True, False] and seen.compared() == [short_text, short_text]
+
+    # another tokenizer's cap that stopped the turn short of the budget: left out, and counted
+    other = SystemTurns([short_text, long_text], [False, False], [True, True])
+    seen = other.at_budget(tok, budget, capped_at_budget=False)
+    assert seen.capped == [True, False] and seen.cut == [False, True]
+    assert seen.compared() == [None, first] and seen.n_capped == 1 and seen.n_cut == 1
