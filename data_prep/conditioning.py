@@ -14,7 +14,7 @@ overwrite goal/persona; these heuristics are the default and the fallback.
   ("I have two dogs named Rex" -> "dogs, rex"); knowledge_asks: one keyword item per
   question sentence (its topic words; a question with none is left out). Eval matches these by
   content-word overlap to measure knowledge leak and gradual disclosure.
-- style: buckets for STYLE_KEYS; every threshold lives in :data:`STYLE_THRESHOLDS`.
+- style: :func:`data_prep.style.style_buckets` of the user's turns (the ruler eval measures with).
 
 No oracle conditions (DESIGN.md): the target turns must not be readable from the condition.
 Keyword items are picked so that they never hold a 4-word span (data_prep.leakage) of any user
@@ -27,7 +27,6 @@ typed again) is replaced by its keywords. Every scrubbed item is counted.
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from dataclasses import replace
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
@@ -38,31 +37,10 @@ from data_prep.config import ConditioningConfig
 from data_prep.leakage import LEAK_NGRAM, condition_text, ngram_set, normalised_words, shares_span
 from data_prep.prompt_format import Condition
 from data_prep.schema import USER, Conversation
+from data_prep.style import sentences, style_buckets
 
 PERSONA_METADATA_KEYS = ("country", "state", "location", "language", "age", "gender", "occupation")
 GOAL_METADATA_KEYS = ("goal", "intent", "topic", "prompt", "title")
-
-# All style thresholds in one place (applied to the user's turns of one conversation).
-STYLE_THRESHOLDS: dict[str, Any] = {
-    # mean words per user turn: < short_below -> short, < long_from -> medium, else long
-    "length": {"short_below": 8.0, "long_from": 25.0},
-    # share of user turns (with letters) written all lower case / starting with a capital
-    "casing": {"lower_share": 0.7, "proper_share": 0.7},
-    # punctuation marks per word: 0 -> none, < heavy_from -> light, else heavy
-    "punctuation": {"heavy_from": 0.2},
-    # any emoji or emoticon -> some
-    "emoji": {},
-    # non-standard spellings (NON_STANDARD_SPELLINGS) per word: 0 -> none, < many_from -> some, else many
-    "typos": {"many_from": 0.05},
-}
-
-# Common non-standard spellings humans type in chat (the typo-rate proxy).
-NON_STANDARD_SPELLINGS = frozenset({
-    "im", "dont", "cant", "wont", "didnt", "doesnt", "isnt", "wasnt", "arent", "werent", "ive",
-    "youre", "thats", "whats", "theyre", "shouldnt", "couldnt", "wouldnt", "u", "ur", "r", "ya",
-    "thx", "pls", "plz", "cuz", "coz", "teh", "alot", "wat", "wut", "becuase", "recieve",
-    "definately", "seperate", "tho", "thru", "gonna", "wanna", "gotta", "dunno", "idk", "ok", "k",
-})
 
 # Words that carry no fact in chat (on top of the English stop words); normalised (no apostrophes).
 CHAT_FILLER_WORDS = frozenset({
@@ -83,17 +61,11 @@ OPENERS_LABEL = "typical openers: "
 SCRUBBED_FIELDS = ("persona", "goal", "knowledge_discloses", "knowledge_asks")
 
 _WORD = re.compile(r"[A-Za-z']+")
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _DISCLOSURE = re.compile(
     r"^(?:i\s*(?:am|'m|was|have|'ve|had|work|worked|live|lived|love|like|own|got|study|studied|grew|"
     r"teach|play|moved|go)\b|im\b|ive\b|my\b)",
     re.IGNORECASE,
 )
-_EMOJI = re.compile(
-    "[\U0001F300-\U0001FAFF\U00002600-\U000027BF\U0001F000-\U0001F02F\U0001F0A0-\U0001F0FF\U0001F100-\U0001F1FF]"
-    r"|(?<!\w)[:;=8][-']?[)(DPpOo3/\\|\]\[](?!\w)|<3"
-)
-_PUNCT = set(string.punctuation) - {"'"}
 
 
 def clip(text: str, max_chars: int) -> str:
@@ -102,10 +74,6 @@ def clip(text: str, max_chars: int) -> str:
     if max_chars <= 0 or len(text) <= max_chars:
         return text
     return text[: max(0, max_chars - 1)].rstrip() + "…"
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s and s.strip()]
 
 
 def is_content_word(word: str) -> bool:
@@ -249,58 +217,6 @@ def knowledge_asks(user_turns: Sequence[str], max_items: int, max_chars: int) ->
     """Topic keywords of the question sentences (ending in '?', at least two words), in order."""
     found = (s for t in user_turns for s in sentences(t) if s.endswith("?") and len(s.split()) >= 2)
     return keyword_items(found, user_turns, max_items, max_chars)
-
-
-# ---- style ---------------------------------------------------------------------------------
-
-def length_bucket(user_turns: Sequence[str]) -> str:
-    th = STYLE_THRESHOLDS["length"]
-    mean = sum(len(t.split()) for t in user_turns) / max(1, len(user_turns))
-    return "short" if mean < th["short_below"] else "medium" if mean < th["long_from"] else "long"
-
-
-def casing_bucket(user_turns: Sequence[str]) -> str:
-    th = STYLE_THRESHOLDS["casing"]
-    lettered = [t for t in user_turns if any(c.isalpha() for c in t)]
-    if not lettered:
-        return "mixed"
-    lower = sum(not any(c.isupper() for c in t) for t in lettered) / len(lettered)
-    proper = sum(next(c for c in t if c.isalpha()).isupper() for t in lettered) / len(lettered)
-    if lower >= th["lower_share"]:
-        return "lower"
-    if proper >= th["proper_share"]:
-        return "proper"
-    return "mixed"
-
-
-def punctuation_bucket(user_turns: Sequence[str]) -> str:
-    marks = sum(c in _PUNCT for t in user_turns for c in t)
-    words = sum(len(t.split()) for t in user_turns)
-    if marks == 0:
-        return "none"
-    return "heavy" if marks / max(1, words) >= STYLE_THRESHOLDS["punctuation"]["heavy_from"] else "light"
-
-
-def emoji_bucket(user_turns: Sequence[str]) -> str:
-    return "some" if any(_EMOJI.search(t) for t in user_turns) else "none"
-
-
-def typo_bucket(user_turns: Sequence[str]) -> str:
-    words = [w.lower() for t in user_turns for w in _WORD.findall(t)]
-    bad = sum(w in NON_STANDARD_SPELLINGS for w in words)
-    if bad == 0:
-        return "none"
-    return "many" if bad / max(1, len(words)) >= STYLE_THRESHOLDS["typos"]["many_from"] else "some"
-
-
-def style_buckets(user_turns: Sequence[str]) -> dict[str, str]:
-    return {
-        "length": length_bucket(user_turns),
-        "casing": casing_bucket(user_turns),
-        "punctuation": punctuation_bucket(user_turns),
-        "emoji": emoji_bucket(user_turns),
-        "typos": typo_bucket(user_turns),
-    }
 
 
 # ---- all fields ----------------------------------------------------------------------------

@@ -16,12 +16,12 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
+from data_prep.style import turn_style, words
 from eval.bootstrap import bootstrap_by_user
 from eval.registry import HUMAN, Metric
-from eval.style_features import casing_bucket, text_features, words
+from eval.style_features import text_features
 
 MATTR_WINDOW = 25
-CASING_BUCKETS = ("lower", "proper", "upper", "mixed")
 
 
 # ---------------------------------------------------------------- distances (pure)
@@ -89,14 +89,15 @@ STATS = (
           "words per user turn"),
     _Stat("question_rate", "binary", lambda t: text_features(t)["question"], "jsd",
           "share of turns containing a question"),
-    _Stat("casing_lower_rate", "categorical", casing_bucket, "jsd",
+    _Stat("casing_lower_rate", "categorical", lambda t: turn_style(t).casing, "jsd",
           "share of turns written without capitals; distance over casing buckets lower/proper/upper/mixed"),
     _Stat("punctuation_per_word", "continuous", lambda t: text_features(t)["punct_per_word"], "wasserstein",
           "punctuation marks per word"),
     _Stat("emoji_rate", "binary", lambda t: text_features(t)["emoji"], "jsd",
           "share of turns with an emoji or ASCII emoticon"),
     _Stat("typo_rate", "continuous", lambda t: text_features(t)["typo_rate"], "wasserstein",
-          "typo proxy per word (apostrophe-less contractions, lower-case 'i', letter x3, common misspellings)"),
+          "typo proxy per word (data_prep.style: apostrophe-less contractions, chat spellings, letter x3, "
+          "common misspellings)"),
     _Stat("politeness_rate", "binary", lambda t: text_features(t)["politeness"], "jsd",
           "share of turns with a politeness marker (please, thanks, sorry, could you, ...)"),
 )

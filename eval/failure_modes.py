@@ -12,7 +12,8 @@ which calibrates the heuristic's own false-positive rate.
   at least one, appear). Area between the system's and the human curve (mean |gap| over k).
 * assistant-likeness — the turn matches :data:`ASSISTANT_PATTERNS` (assistant phrasing), contains a
   list (>= 2 numbered/bulleted lines), or is long and structured (>= 100 words and >= 2 newlines).
-* style drift      — share of the requested style buckets the turn misses, by turn index; drift =
+* style drift      — share of the requested style buckets the turn misses (data_prep.style, the
+  ruler the condition was written with), by turn index; drift =
   mismatch at turn_index >= ``late_turn`` minus mismatch before it.
 * re-asking        — a question sentence of the turn shares >= 2 content tokens and Jaccard >= 0.5
   with a question the user already asked in the history *and* that an assistant turn followed.
@@ -24,15 +25,15 @@ which calibrates the heuristic's own false-positive rate.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from typing import Any, Sequence
 
 import numpy as np
 
+from data_prep.style import sentences, style_buckets, words
 from eval.behaviour import distinct_n, mean_pairwise, pairwise_jaccard_matrix
 from eval.bootstrap import bootstrap_by_user
 from eval.registry import HUMAN, Metric
-from eval.style_features import content_tokens, is_question_sentence, sentences, style_buckets, words
+from eval.style_features import content_tokens, is_question_sentence
 
 ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\bas an ai\b", r"\bas a (large )?language model\b", r"\bi'?m (just )?an ai\b",
@@ -41,11 +42,11 @@ ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in 
     r"\bfeel free to\b", r"\blet me know if\b", r"\bgreat question\b", r"\bin (summary|conclusion)\b",
     r"\bhow (can|may) i (help|assist)\b", r"\bis there anything else\b", r"\bi (can|could) help you with\b",
     r"\bhappy to help\b", r"\bhere'?s (a|an|the|some|how)\b",
-))
     r"\bi apologi[sz]e for\b", r"\bi am an (ai|artificial intelligence)\b", r"\bit seems (like|that) you\b",
     r"\b(can|may) vary depending on\b", r"\bdepends on (several|various|many|a number of) factors\b",
     r"\bit('s| is) (important|worth noting|helpful|essential) to\b", r"\bi (can|could) (assist|help) you\b",
     r"\byou can (use|try|also)\b", r"\bthere are (several|many|a few|various) (ways|options|things|factors)\b",
+))
 LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+\S", re.MULTILINE)
 
 
@@ -91,7 +92,7 @@ def style_mismatch(text: str, requested: dict[str, str] | None) -> float:
     req = {k: v for k, v in (requested or {}).items() if v}
     if not req:
         return float("nan")
-    got = style_buckets(text)
+    got = style_buckets([text])
     return sum(got.get(k) != v for k, v in req.items()) / len(req)
 
 
@@ -298,10 +299,3 @@ def sample_diversity_metrics(samples: dict[str, list[list[str]]], user_ids: Sequ
             v, lo, hi = _mean_ci(arr, list(user_ids), n_boot, seed)
             out.append(Metric(name, s, "failure_mode", v, lo, hi, len(per_prompt), hib, None, None, desc))
     return out
-
-
-def by_conversation(items: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = defaultdict(list)
-    for i, it in enumerate(items):
-        out[it["conversation_id"]].append(i)
-    return dict(out)

@@ -1,6 +1,5 @@
-from data_prep.conditioning import (build_condition, casing_bucket, clip, emoji_bucket, goal_from_conversation,
-                                    knowledge_asks, knowledge_discloses, length_bucket, persona_from_history,
-                                    persona_from_metadata, punctuation_bucket, rank_typical_openers, typo_bucket)
+from data_prep.conditioning import (build_condition, clip, goal_from_conversation, knowledge_asks, knowledge_discloses,
+                                    persona_from_history, persona_from_metadata, rank_typical_openers)
 from data_prep.config import ConditioningConfig
 from data_prep.schema import Conversation, Turn
 
@@ -32,25 +31,6 @@ def test_knowledge_discloses_and_asks_are_keywords_of_the_sentences():
     assert knowledge_discloses(users, 2, 100) == ["dogs, cat", "sister, ohio"]
     assert knowledge_discloses(["do I have to?", "The weather is nice"], 5, 100) == []
     assert knowledge_discloses(["I work at the New York Stock Exchange downtown"], 5, 100) == ["work, new, york"]
-
-
-def test_style_buckets():
-    assert length_bucket(["hi", "ok cool"]) == "short"
-    assert length_bucket([" ".join(["w"] * 15)]) == "medium"
-    assert length_bucket([" ".join(["w"] * 40)]) == "long"
-    assert casing_bucket(["hey there", "ok", "sure thing"]) == "lower"
-    assert casing_bucket(["Hello there.", "Yes, I do.", "Great"]) == "proper"
-    assert casing_bucket(["hello", "Yes", "what", "Fine"]) == "mixed"
-    assert punctuation_bucket(["hi there", "ok"]) == "none"
-    assert punctuation_bucket(["well I think that this is a good idea overall."]) == "light"
-    assert punctuation_bucket(["what?!", "no way!!!"]) == "heavy"
-    assert punctuation_bucket(["i don't know"]) == "none"  # apostrophes are spelling, not punctuation
-    assert emoji_bucket(["great 😀"]) == emoji_bucket(["nice :)"]) == "some"
-    assert emoji_bucket(["at 10:30 (approx)", "see: this"]) == "none"
-    assert typo_bucket(["I do not know what you mean by that at all really"]) == "none"
-    assert typo_bucket(["im not sure what you mean by that question but I will try to answer it well today "
-                        "and also tomorrow if there is time left"]) == "some"
-    assert typo_bucket(["u dont know", "im ok"]) == "many"
 
 
 def test_persona_metadata_and_history_excludes_current_conversation():

@@ -6,23 +6,17 @@ import pytest
 from eval.failure_modes import (answered_questions, end_prf, failure_mode_metrics, is_assistant_like,
                                 knowledge_leak, reasks, revealed_items, sample_diversity_metrics, self_similarity,
                                 style_mismatch)
-from eval.style_features import (casing_bucket, content_tokens, emoji_count, has_question, local_style_buckets,
-                                 politeness_count, text_features, typo_count)
+from eval.style_features import content_tokens, has_question, politeness_count, text_features
 
 
 def test_style_features_on_examples():
     assert has_question("where do you live?") and has_question("what do you do")
     assert not has_question("i live in ohio.")
-    assert casing_bucket("all lower here") == "lower"
-    assert casing_bucket("This is fine. It works.") == "proper"
-    assert casing_bucket("WHY IS THIS SHOUTING") == "upper"
-    assert emoji_count("nice 😀 :)") == 2 and emoji_count("no emoji") == 0
-    assert typo_count("i dont know, sooo tired") == 3  # "i", "dont", "sooo"
-    assert typo_count("I don't know.") == 0
     assert politeness_count("could you please help, thanks") == 3
     f = text_features("hey, how are you?")
     assert f["n_words"] == 4 and f["question"] == 1.0 and f["punct_per_word"] == pytest.approx(0.5)
-    assert local_style_buckets("ok lol")["length"] == "short"
+    f = text_features("i dont know, sooo tired 😀")
+    assert f["typo_rate"] == pytest.approx(2 / 5) and f["emoji"] == 1.0 and f["upper_ratio"] == 0.0
     assert content_tokens("The dog is in the park") == {"dog", "park"}
 
 
