@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from typing import Iterable
 
 PLACEHOLDERS = {
     "credential_url": "<CREDENTIAL_URL>",
@@ -27,7 +26,6 @@ PLACEHOLDERS = {
     "ip": "<IP>",
     "phone": "<PHONE>",
 }
-PII_KINDS = tuple(PLACEHOLDERS)
 
 # Any URL-ish token: scheme://... up to whitespace or a closing bracket/quote.
 _URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s<>"'\])]+""")
@@ -146,8 +144,3 @@ def scrub_text(text: str, counts: Counter | None = None) -> str:
     text = _IPV6.sub(ipv6, text)
     text = _PHONE.sub(phone, text)
     return text
-
-
-def scrub_texts(texts: Iterable[str], counts: Counter | None = None) -> list[str]:
-    counts = counts if counts is not None else Counter()
-    return [scrub_text(t, counts) for t in texts]

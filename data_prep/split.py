@@ -69,20 +69,6 @@ def route_conversation(conv: Conversation, seed: int, fractions: Mapping[str, fl
     return split, None
 
 
-def split_by_user(conversations: Iterable[Conversation], seed: int, fractions: Mapping[str, float]
-                  ) -> tuple[dict[str, list[Conversation]], list[Quarantined]]:
-    """In-memory form of the split (the stage streams :func:`route_conversation` instead)."""
-    out: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
-    dropped: list[Quarantined] = []
-    for conv in conversations:
-        split, q = route_conversation(conv, seed, fractions)
-        if q is not None:
-            dropped.append(q)
-        else:
-            out[split].append(conv)
-    return out, dropped
-
-
 def assert_no_held_out_leak(train_rows: Iterable[Mapping[str, Any]], held_out_user_ids: set[str]) -> int:
     """Raise if a training row's ``user_id`` or ``other_user_ids`` is a held-out user; returns rows checked."""
     n = 0

@@ -1,4 +1,4 @@
-"""Confidence intervals that respect who wrote what: bootstrap over *users*, and Wilson.
+"""Confidence intervals that respect who wrote what: bootstrap over *users*.
 
 Turns of one user are not independent (same habits, same topic), so every CI here resamples
 users with replacement and takes all of a resampled user's items; the percentile interval of the
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.stats import binomtest
 
 
 def user_index_groups(user_ids: Sequence[str]) -> list[np.ndarray]:
@@ -63,11 +62,3 @@ def bootstrap_mean_by_user(values: Sequence[float], user_ids: Sequence[str], *, 
         return float(sel.mean()) if sel.size else float("nan")
 
     return bootstrap_by_user(user_ids, mean, n_boot=n_boot, seed=seed)
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (scipy's ``binomtest(...).proportion_ci``)."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)

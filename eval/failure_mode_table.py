@@ -56,10 +56,6 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
 )
 
 
-def metric_names() -> list[str]:
-    return [name for mode in FAILURE_MODES for name in mode.metrics]
-
-
 def _rows_by(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """(name, system) -> the first stored row."""
     out: dict[tuple[str, str], dict[str, Any]] = {}

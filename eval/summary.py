@@ -22,7 +22,6 @@ from typing import Any
 from eval.failure_mode_table import NOT_COMPUTED, SYSTEM_LABELS, failure_mode_lines
 
 PERPLEXITY = "heldout_perplexity"
-PAIRED_NAMES = {"fast": "paired_accuracy", "neural": "paired_accuracy_neural"}
 JUDGES = ("fast", "neural")
 # The one flag that is a warning (amber), not a failure (red): the run is too small, nothing is wrong.
 WARNING_FLAGS = ("too_small_to_tell",)

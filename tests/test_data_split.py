@@ -10,10 +10,23 @@ from hypothesis import strategies as st
 from data_prep.adapters import iter_source
 from data_prep.config import SourceConfig
 from data_prep.schema import Conversation, Reason, Turn
-from data_prep.split import TRAIN, assert_no_held_out_leak, assign_split, split_by_user
+from data_prep.split import SPLITS, TRAIN, assert_no_held_out_leak, assign_split, route_conversation
 
 REPO = str(Path(__file__).resolve().parents[1])
 FRACTIONS = {"validation": 0.2, "test": 0.2}
+
+
+def split_by_user(conversations, seed, fractions):
+    """({split: kept conversations}, quarantined) through the stage's own :func:`route_conversation`."""
+    out = {s: [] for s in SPLITS}
+    dropped = []
+    for conv in conversations:
+        split, q = route_conversation(conv, seed, fractions)
+        if q is not None:
+            dropped.append(q)
+        else:
+            out[split].append(conv)
+    return out, dropped
 
 
 def test_assign_split_is_deterministic_across_processes_and_seed_dependent():

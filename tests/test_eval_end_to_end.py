@@ -12,7 +12,8 @@ from data_prep.records import per_turn_items  # noqa: E402
 from data_prep.stage_config import load_config  # noqa: E402
 from eval.config import EvalConfig  # noqa: E402
 from eval.main import aligned_curves, cli, format_table, select_items  # noqa: E402
-from eval.registry import Metric, validate_metrics_json  # noqa: E402
+from eval.registry import Metric  # noqa: E402
+from metrics_contract import validate_metrics_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = [

@@ -5,7 +5,7 @@ import pytest
 
 from eval.behaviour import (behaviour_metrics, distinct_n, ending_metrics, first_turn_diversity_metrics, jsd,
                             ks_statistic, mattr, wasserstein)
-from eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user, user_index_groups, wilson_interval
+from eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user, user_index_groups
 
 
 def test_user_index_groups_keep_each_users_items_together():
@@ -44,13 +44,6 @@ def test_bootstrap_skips_nan_resamples_and_handles_empty_input():
     vals = np.array([1.0, np.nan, 3.0])
     v, lo, hi = bootstrap_mean_by_user(vals, ["a", "b", "c"], n_boot=100)
     assert v == pytest.approx(2.0) and 1.0 <= lo <= hi <= 3.0
-
-
-def test_wilson_interval_known_values():
-    lo, hi = wilson_interval(50, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    lo, hi = wilson_interval(0, 10)
-    assert lo == pytest.approx(0.0, abs=1e-9) and 0.2 < hi < 0.35
 
 
 def test_distances_known_answers():

@@ -292,7 +292,7 @@ def test_cli_without_eval_run_fails_clearly(tmp_path, capsys):
 
 
 def test_synthetic_run_follows_the_metrics_contract(tmp_path):
-    from eval.registry import validate_metrics_json
+    from metrics_contract import validate_metrics_json
 
     validate_metrics_json(json.loads((write_tree(tmp_path) / "metrics.json").read_text()))
 

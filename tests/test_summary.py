@@ -7,10 +7,12 @@ import math
 
 import pytest
 
+from eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
 from eval.failure_mode_table import FAILURE_MODES
+from eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
 from eval.summary import (EvalRunError, explain_flag, find_metric, fmt, fmt_ci, load_eval_run, main, page_status,
                           summary_lines)
-from synthetic_eval_run import HEADLINES, write_tree
+from synthetic_eval_run import HEADLINES, metric_rows, write_tree
 
 
 def _line(lines: list[str], prefix: str) -> str:
@@ -148,3 +150,29 @@ def test_fmt_ci_without_interval():
     assert fmt_ci({"value": 0.5, "ci_low": None, "ci_high": None}) == "0.5"
     assert fmt_ci({"value": None}) == "not computed"
     assert fmt_ci({"accuracy": 0.6, "ci_low": 0.5, "ci_high": 0.7}, "accuracy") == "0.6 [0.5, 0.7]"
+
+
+def _names_the_stage_writes() -> set[str]:
+    """Names of the behaviour and failure-mode rows the eval stage's own functions produce."""
+    cond = {"knowledge_discloses": ["two dogs"], "knowledge_asks": ["best trail near denver"],
+            "style": {"length": "short", "casing": "lower"}}
+    items = [{"user_id": f"u{i % 3}", "turn_index": i % 4, "condition": cond,
+              "history": [{"role": "user", "text": "what trail is best?"}, {"role": "assistant", "text": "Falcon."}]}
+             for i in range(12)]
+    human = ["i have two dogs", "is the best trail near denver?", "ok thanks", "bye"] * 3
+    texts = {"human": human, "simulator": list(reversed(human))}
+    ends = {"human": [i % 4 == 3 for i in range(12)], "simulator": [False] * 12}
+    users, tix = [it["user_id"] for it in items], [it["turn_index"] for it in items]
+    rows = failure_mode_metrics(items, texts, ends, n_boot=5)[0]
+    rows += sample_diversity_metrics({"simulator": [["a b", "a c"]]}, ["u0"], n_boot=5)
+    rows += behaviour_metrics(human, {"simulator": texts["simulator"]}, users, n_boot=5)
+    rows += ending_metrics(ends["human"], {"simulator": ends["simulator"]}, users, tix, n_boot=5)
+    rows += first_turn_diversity_metrics(human, {"simulator": texts["simulator"]}, users, tix, n_boot=5)
+    return {m.name for m in rows}
+
+
+def test_failure_modes_and_the_synthetic_run_name_only_metrics_the_stage_writes():
+    written = _names_the_stage_writes()
+    assert {name for mode in FAILURE_MODES for name in mode.metrics} <= written
+    synthetic = {r["name"] for r in metric_rows() if r["group"] in ("behaviour", "failure_mode")}
+    assert synthetic <= written, synthetic - written

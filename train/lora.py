@@ -44,8 +44,3 @@ def wrap_with_lora(model: nn.Module, settings: LoraSettings) -> Any:
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
                                 category=FutureWarning)
         return get_peft_model(model, config)
-
-
-def trainable_state(model: nn.Module) -> dict[str, Any]:
-    """The trainable (adapter) parameters by their full names, detached on CPU."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
