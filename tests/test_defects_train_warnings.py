@@ -6,7 +6,7 @@ import torch
 
 from train.config import LoraSettings, TrainConfig
 from train.main import main
-from train.toy_data import write_toy_data_dir
+from toy_data import write_toy_data_dir
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ from data_prep.records import conversation_record
 from data_prep.schema import ASSISTANT, USER, Conversation, Turn
 from train.examples import NoSupervisedTokensError, record_segments, record_to_example, records_to_examples
 from train.tiny_model import train_tiny_tokenizer
-from train.toy_data import toy_records
+from toy_data import toy_records
 
 
 @pytest.fixture(scope="module")

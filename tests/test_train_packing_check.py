@@ -11,7 +11,7 @@ from train.loss import SupervisedLoss
 from train.main import main
 from train.packing_check import PackingMaskError, check_packing, pick_records, tolerance_for
 from train.tiny_model import build_tiny_model, train_tiny_tokenizer
-from train.toy_data import toy_records, write_toy_data_dir
+from toy_data import toy_records, write_toy_data_dir
 
 torch.set_num_threads(1)
 

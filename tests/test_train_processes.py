@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from train.toy_data import write_toy_data_dir
+from toy_data import write_toy_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["tiny_vocab_size=300", "tiny_hidden_size=32", "lora.r=4", "lora.alpha=8", "lora.dropout=0.0",

@@ -12,7 +12,7 @@ from train.lora import wrap_with_lora
 from train.loop import NonFiniteLossError
 from train.main import main
 from train.tiny_model import build_tiny_model, train_tiny_tokenizer
-from train.toy_data import write_toy_data_dir
+from toy_data import write_toy_data_dir
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ def test_adapter_reloads_onto_recorded_base(finished_run):
 def test_tiny_model_overfits_a_fixed_batch_and_only_lora_weights_change():
     from train.batching import collate_packed
     from train.examples import record_to_example
-    from train.toy_data import toy_records
+    from toy_data import toy_records
 
     records = toy_records(4, seed=9)
     tok = train_tiny_tokenizer([t["text"] for r in records for t in r["turns"]], vocab_size=300)

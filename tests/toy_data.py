@@ -1,4 +1,4 @@
-"""A tiny synthetic data run directory (DatasetDict of conversation records) for tests and benches.
+"""A tiny synthetic data run directory (DatasetDict of conversation records) for the tests.
 
 Built only from data_prep's own record builder, so it has exactly the schema the data stage writes
 (docs/contracts.md); it lets train/ be exercised without running the data stage.
