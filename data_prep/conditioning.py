@@ -31,16 +31,41 @@ from collections import Counter
 from dataclasses import replace
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
 
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
 from data_prep.config import ConditioningConfig
-from data_prep.leakage import LEAK_NGRAM, condition_text, ngram_set, normalised_words, shares_span
+from data_prep.leakage import LEAK_NGRAM, ngram_set, normalised_words, word_ngrams_of
 from data_prep.prompt_format import Condition
 from data_prep.schema import USER, Conversation
 from data_prep.style import sentences, style_buckets
 
 PERSONA_METADATA_KEYS = ("country", "state", "location", "language", "age", "gender", "occupation")
 GOAL_METADATA_KEYS = ("goal", "intent", "topic", "prompt", "title")
+
+# scikit-learn's ENGLISH_STOP_WORDS (the Glasgow list, 318 words), copied so that the data stage
+# does not import scikit-learn (about a second); tests/test_data_fast_paths.py checks the copy.
+ENGLISH_STOP_WORDS = frozenset("""
+    a about above across after afterwards again against all almost alone along already also
+    although always am among amongst amoungst amount an and another any anyhow anyone anything
+    anyway anywhere are around as at back be became because become becomes becoming been before
+    beforehand behind being below beside besides between beyond bill both bottom but by call can
+    cannot cant co con could couldnt cry de describe detail do done down due during each eg
+    eight either eleven else elsewhere empty enough etc even ever every everyone everything
+    everywhere except few fifteen fifty fill find fire first five for former formerly forty
+    found four from front full further get give go had has hasnt have he hence her here
+    hereafter hereby herein hereupon hers herself him himself his how however hundred i ie if in
+    inc indeed interest into is it its itself keep last latter latterly least less ltd made many
+    may me meanwhile might mill mine more moreover most mostly move much must my myself name
+    namely neither never nevertheless next nine no nobody none noone nor not nothing now nowhere
+    of off often on once one only onto or other others otherwise our ours ourselves out over own
+    part per perhaps please put rather re same see seem seemed seeming seems serious several she
+    should show side since sincere six sixty so some somehow someone something sometime
+    sometimes somewhere still such system take ten than that the their them themselves then
+    thence there thereafter thereby therefore therein thereupon these they thick thin third this
+    those though three through throughout thru thus to together too top toward towards twelve
+    twenty two un under until up upon us very via was we well were what whatever when whence
+    whenever where whereafter whereas whereby wherein whereupon wherever whether which while
+    whither who whoever whole whom whose why will with within without would yet you your yours
+    yourself yourselves
+""".split())
 
 # Words that carry no fact in chat (on top of the English stop words); normalised (no apostrophes).
 CHAT_FILLER_WORDS = frozenset({
@@ -57,6 +82,7 @@ CHAT_FILLER_WORDS = frozenset({
 KEYWORDS_PER_ITEM = 3  # a knowledge item is at most this many content words (shorter than one 4-gram)
 GOAL_KEYWORDS = 6  # a goal abstracted to keywords keeps at most this many
 OPENERS_LABEL = "typical openers: "
+_OPENERS_LABEL_WORDS = normalised_words(OPENERS_LABEL)
 # The free-text fields scrub_condition may remove items from (the keys of its counts).
 SCRUBBED_FIELDS = ("persona", "goal", "knowledge_discloses", "knowledge_asks")
 
@@ -130,15 +156,20 @@ def _words(text: str) -> set[str]:
 def rank_typical_openers(openers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """``(conversation_id, opener)`` pairs, most typical first (mean Jaccard with the others)."""
     bags = [_words(t) for _, t in openers]
+    k = len(bags)
+    sims = [[0.0] * k for _ in range(k)]  # Jaccard is symmetric: each pair is computed once
+    for i in range(k):
+        for j in range(i + 1, k):
+            inter = len(bags[i] & bags[j])
+            union = len(bags[i]) + len(bags[j]) - inter
+            sims[i][j] = sims[j][i] = inter / union if union else 0.0
 
     def score(i: int) -> float:
-        others = [j for j in range(len(bags)) if j != i]
-        if not others:
+        if k < 2:
             return 0.0
-        sims = [len(bags[i] & bags[j]) / len(bags[i] | bags[j]) if bags[i] | bags[j] else 0.0 for j in others]
-        return sum(sims) / len(sims)
+        return sum([sims[i][j] for j in range(k) if j != i]) / (k - 1)
 
-    order = sorted(range(len(openers)), key=lambda i: (-score(i), openers[i][1], openers[i][0]))
+    order = sorted(range(k), key=lambda i: (-score(i), openers[i][1], openers[i][0]))
     return [openers[i] for i in order]
 
 
@@ -148,7 +179,7 @@ def persona_from_history(ranked_openers: Sequence[tuple[str, str]], exclude_conv
     picked: list[str] = []
     seen: set[str] = set()
     for cid, text in ranked_openers:
-        key = " ".join(w.lower() for w in _WORD.findall(text))  # "Hello!" and "hello?" are one opener
+        key = opener_key(text)
         if cid == exclude_conversation_id or key in seen:
             continue
         seen.add(key)
@@ -156,6 +187,50 @@ def persona_from_history(ranked_openers: Sequence[tuple[str, str]], exclude_conv
         if len(picked) >= n_turns:
             break
     return format_openers(picked)
+
+
+def opener_key(text: str) -> str:
+    """What makes two openers the same for the persona ("Hello!" and "hello?" are one opener)."""
+    return " ".join(w.lower() for w in _WORD.findall(text))
+
+
+def persona_histories(ranked_openers: Sequence[tuple[str, str]], n_turns: int,
+                      max_chars: int = 60) -> dict[str | None, str]:
+    """:func:`persona_from_history` for every conversation of one user, computed together:
+    ``{conversation id: history}`` for the conversations whose exclusion changes it and
+    ``{None: history}`` for all the others.
+
+    Excluding one conversation removes its entries only, so the first ``n_turns`` distinct
+    openers of what is left lie within the entries up to the first one of the ``n_turns + 1``-th
+    distinct opener (the head) when ids do not repeat; only the head's conversations can change
+    the history. A list whose ids repeat (a corpus that reuses ids) is read whole."""
+    keys = [opener_key(text) for _, text in ranked_openers]
+    ids = [cid for cid, _ in ranked_openers]
+    end = len(keys)
+    if len(set(ids)) == len(ids):
+        distinct: set[str] = set()
+        for i, key in enumerate(keys):
+            distinct.add(key)
+            if len(distinct) > max(1, n_turns):  # persona_from_history picks at least one
+                end = i + 1
+                break
+
+    def history(exclude: str | None) -> str:
+        picked: list[str] = []
+        seen: set[str] = set()
+        for i in range(end):
+            if ids[i] == exclude or keys[i] in seen:
+                continue
+            seen.add(keys[i])
+            picked.append(clip(ranked_openers[i][1], max_chars))
+            if len(picked) >= n_turns:
+                break
+        return format_openers(picked)
+
+    out: dict[str | None, str] = {None: history(None)}
+    for cid in dict.fromkeys(ids[:end]):
+        out[cid] = history(cid)
+    return out
 
 
 def format_openers(openers: Sequence[str]) -> str:
@@ -185,8 +260,11 @@ def join_persona(parts: Sequence[str], openers: Sequence[str]) -> str:
 
 # ---- goal ----------------------------------------------------------------------------------
 
-def goal_from_conversation(conv: Conversation, max_chars: int) -> str:
-    """Corpus goal metadata, else the keywords of the first user turn ("" when it has none)."""
+def goal_from_conversation(conv: Conversation, max_chars: int,
+                           avoid: AbstractSet[tuple[str, ...]] | None = None) -> str:
+    """Corpus goal metadata, else the keywords of the first user turn ("" when it has none).
+
+    ``avoid``: ``ngram_set`` of the user turns, when the caller has it already."""
     for key in GOAL_METADATA_KEYS:
         value = conv.metadata.get(key)
         if isinstance(value, str) and value.strip():
@@ -194,29 +272,41 @@ def goal_from_conversation(conv: Conversation, max_chars: int) -> str:
     users = conv.user_turns()
     if not users:
         return ""
-    return clip(", ".join(keywords(users[0], GOAL_KEYWORDS, ngram_set(users))), max_chars)
+    return clip(", ".join(keywords(users[0], GOAL_KEYWORDS, ngram_set(users) if avoid is None else avoid)), max_chars)
 
 
 # ---- knowledge -----------------------------------------------------------------------------
 
-def keyword_items(found: Iterable[str], user_turns: Sequence[str], max_items: int, max_chars: int) -> list[str]:
+def keyword_items(found: Iterable[str], user_turns: Sequence[str], max_items: int, max_chars: int,
+                  avoid: AbstractSet[tuple[str, ...]] | None = None) -> list[str]:
     """One ``"word, word"`` item per sentence of ``found`` (sentences without content words give
-    none), distinct, in order; no item holds a 4-word span of ``user_turns``."""
-    avoid = ngram_set(user_turns)
+    none), distinct, in order; no item holds a 4-word span of ``user_turns`` (``avoid``: their
+    ``ngram_set``, when the caller has it already)."""
+    avoid = ngram_set(user_turns) if avoid is None else avoid
     items = (", ".join(keywords(s, KEYWORDS_PER_ITEM, avoid)) for s in found)
     return _unique((clip(it, max_chars) for it in items if it), max_items)
 
 
-def knowledge_discloses(user_turns: Sequence[str], max_items: int, max_chars: int) -> list[str]:
+def _is_disclosure(sentence: str) -> bool:
+    return _DISCLOSURE.match(sentence) is not None and not sentence.endswith("?")
+
+
+def _is_question(sentence: str) -> bool:
+    return sentence.endswith("?") and len(sentence.split()) >= 2
+
+
+def knowledge_discloses(user_turns: Sequence[str], max_items: int, max_chars: int,
+                        avoid: AbstractSet[tuple[str, ...]] | None = None) -> list[str]:
     """Keywords of the first-person declarative sentences, in order of appearance."""
-    found = (s for t in user_turns for s in sentences(t) if _DISCLOSURE.match(s) and not s.endswith("?"))
-    return keyword_items(found, user_turns, max_items, max_chars)
+    found = (s for t in user_turns for s in sentences(t) if _is_disclosure(s))
+    return keyword_items(found, user_turns, max_items, max_chars, avoid)
 
 
-def knowledge_asks(user_turns: Sequence[str], max_items: int, max_chars: int) -> list[str]:
+def knowledge_asks(user_turns: Sequence[str], max_items: int, max_chars: int,
+                   avoid: AbstractSet[tuple[str, ...]] | None = None) -> list[str]:
     """Topic keywords of the question sentences (ending in '?', at least two words), in order."""
-    found = (s for t in user_turns for s in sentences(t) if s.endswith("?") and len(s.split()) >= 2)
-    return keyword_items(found, user_turns, max_items, max_chars)
+    found = (s for t in user_turns for s in sentences(t) if _is_question(s))
+    return keyword_items(found, user_turns, max_items, max_chars, avoid)
 
 
 # ---- all fields ----------------------------------------------------------------------------
@@ -227,41 +317,66 @@ def abstract_goal(goal: str, avoid: AbstractSet[tuple[str, ...]], n: int = LEAK_
 
 
 def scrub_condition(condition: Condition, user_turns: Sequence[str], n: int = LEAK_NGRAM,
-                    counts: Counter | None = None) -> Condition:
+                    counts: Counter | None = None, avoid: AbstractSet[tuple[str, ...]] | None = None) -> Condition:
     """``condition`` whose :func:`~data_prep.leakage.condition_text` shares no ``n``-word span
-    with any of ``user_turns``.
+    with any of ``user_turns`` (``avoid``: their ``ngram_set(user_turns, n)``, when the caller has
+    it already).
 
     Items are taken in the order of the condition text (persona metadata parts, persona openers,
     goal, knowledge_discloses, knowledge_asks) and each is kept only when the text built so far
     plus the item is still clean, so a span across two items is caught too. A goal that does not
     fit is replaced by its keywords when those fit (else dropped); any other item that does not fit
     is dropped. ``counts[field]`` grows by the number of items scrubbed (dropped or abstracted).
+
+    How it is checked without rebuilding the text for every item: the condition text joins items
+    with line breaks, and the persona its parts, label and openers with ``; ``, ``: "`` and
+    ``" | "``; each separator ends words (and the lower-casing context), so the text's words are
+    the pieces' words one after another. The text built so far is clean, so text + piece is clean
+    exactly when no n-gram of (its last n - 1 words + the piece's words) is a user n-gram.
     """
-    avoid = ngram_set(user_turns, n)
+    avoid = ngram_set(user_turns, n) if avoid is None else avoid
+    keep = max(0, n - 1)  # words of the text so far that an n-gram ending in the next item can use
+    tail: list[str] = []
 
-    def clean(candidate: Condition) -> bool:
-        return not shares_span(condition_text(candidate), avoid, n)
+    def fits(words: list[str]) -> list[str] | None:
+        """The new tail if ``words`` can follow the text so far, else None."""
+        words = tail + words
+        if not avoid.isdisjoint(word_ngrams_of(words, n)):
+            return None
+        return words[-keep:] if keep else []
 
+    # The persona's words are its parts' words, then (with openers) the label's and the openers'.
     parts, openers = split_persona(condition.persona)
     kept_parts: list[str] = []
     kept_openers: list[str] = []
     for part in parts:
-        if clean(Condition(persona=join_persona(kept_parts + [part], []))):
+        new_tail = fits(normalised_words(part))
+        if new_tail is not None:
             kept_parts.append(part)
+            tail = new_tail
     for opener in openers:
-        if clean(Condition(persona=join_persona(kept_parts, kept_openers + [opener]))):
+        new_tail = fits((_OPENERS_LABEL_WORDS if not kept_openers else []) + normalised_words(opener))
+        if new_tail is not None:
             kept_openers.append(opener)
+            tail = new_tail
     out = Condition(persona=join_persona(kept_parts, kept_openers), style=dict(condition.style))
-    for goal in (condition.goal, abstract_goal(condition.goal, avoid, n)):
-        if goal and clean(replace(out, goal=goal)):
-            out.goal = goal
+
+    for goal in (condition.goal, None):
+        goal = abstract_goal(condition.goal, avoid, n) if goal is None else goal
+        new_tail = fits(normalised_words(goal)) if goal else None
+        if new_tail is not None:
+            out.goal, tail = goal, new_tail
             break
     for item in condition.knowledge_discloses:
-        if clean(replace(out, knowledge_discloses=out.knowledge_discloses + [item])):
+        new_tail = fits(normalised_words(item))
+        if new_tail is not None:
             out.knowledge_discloses.append(item)
+            tail = new_tail
     for item in condition.knowledge_asks:
-        if clean(replace(out, knowledge_asks=out.knowledge_asks + [item])):
+        new_tail = fits(normalised_words(item))
+        if new_tail is not None:
             out.knowledge_asks.append(item)
+            tail = new_tail
     if counts is not None:
         counts["persona"] += len(parts) + len(openers) - len(kept_parts) - len(kept_openers)
         counts["goal"] += out.goal != condition.goal
@@ -275,12 +390,20 @@ def build_condition(conv: Conversation, cfg: ConditioningConfig, persona_history
     """The heuristic condition of ``conv``'s user (fields switched off in ``cfg`` stay empty),
     scrubbed of the user's own wording (:func:`scrub_condition`, counted in ``scrubbed``)."""
     users = [t.text for t in conv.turns if t.role == USER]
+    avoid = ngram_set(users)  # the user's n-grams, shared by the keyword pickers and the scrub
+    discloses: list[str] = []
+    asks: list[str] = []
+    if cfg.knowledge:
+        split = [s for t in users for s in sentences(t)]
+        discloses = keyword_items((s for s in split if _is_disclosure(s)), users, cfg.max_knowledge_items,
+                                  cfg.max_item_chars, avoid)
+        asks = keyword_items((s for s in split if _is_question(s)), users, cfg.max_knowledge_items,
+                             cfg.max_item_chars, avoid)
     condition = Condition(
         persona=build_persona(conv.metadata, persona_history) if cfg.persona else "",
-        goal=goal_from_conversation(conv, cfg.max_item_chars) if cfg.goal else "",
-        knowledge_discloses=knowledge_discloses(users, cfg.max_knowledge_items, cfg.max_item_chars)
-        if cfg.knowledge else [],
-        knowledge_asks=knowledge_asks(users, cfg.max_knowledge_items, cfg.max_item_chars) if cfg.knowledge else [],
+        goal=goal_from_conversation(conv, cfg.max_item_chars, avoid) if cfg.goal else "",
+        knowledge_discloses=discloses,
+        knowledge_asks=asks,
         style=style_buckets(users) if cfg.style else {},
     )
-    return scrub_condition(condition, users, counts=scrubbed)
+    return scrub_condition(condition, users, counts=scrubbed, avoid=avoid)

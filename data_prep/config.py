@@ -83,5 +83,5 @@ class DataPrepConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)  # what is kept
     split: SplitConfig = field(default_factory=SplitConfig)  # by-user train/validation/test fractions
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)  # persona/goal/knowledge/style
-    num_proc: int = 1  # worker processes for Dataset.map steps
+    num_proc: int = 1  # worker processes for cleaning and conditioning (1 = all in this process); output is the same
     show_progress: bool = True  # tqdm progress bars

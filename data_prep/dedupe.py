@@ -7,15 +7,13 @@ human-human chat are *not* duplicates: their roles are swapped.
 
 from __future__ import annotations
 
-import re
-
 from data_prep.schema import Conversation, stable_hash
-
-_WS = re.compile(r"\s+")
 
 
 def normalise_text(text: str) -> str:
-    return _WS.sub(" ", text).strip().lower()
+    """Lower case, whitespace runs as one space, no outer whitespace (``str.split`` and ``\\s``
+    agree on what whitespace is)."""
+    return " ".join(text.split()).lower()
 
 
 def conversation_key(conv: Conversation) -> str:
@@ -24,14 +22,18 @@ def conversation_key(conv: Conversation) -> str:
 
 
 class DuplicateFilter:
-    """Remembers conversation keys (32 hex chars each); ``seen(conv)`` is True for a repeat."""
+    """Remembers conversation keys (as 128-bit integers); ``seen(conv)`` / ``seen_key(key)`` is True
+    for a repeat."""
 
     def __init__(self) -> None:
-        self._keys: set[str] = set()
+        self._keys: set[int] = set()
 
     def seen(self, conv: Conversation) -> bool:
-        key = conversation_key(conv)
-        if key in self._keys:
+        return self.seen_key(conversation_key(conv))
+
+    def seen_key(self, key: str) -> bool:
+        k = int(key, 16)
+        if k in self._keys:
             return True
-        self._keys.add(key)
+        self._keys.add(k)
         return False

@@ -12,7 +12,7 @@ to report how much of each turn (human or generated) is found in its condition.
 from __future__ import annotations
 
 import re
-from typing import AbstractSet, Iterable
+from typing import AbstractSet, Iterable, Sequence
 
 from data_prep.prompt_format import Condition
 
@@ -27,15 +27,30 @@ def normalised_words(text: str) -> list[str]:
     return _WORD.findall(_APOSTROPHES.sub("", text.lower()))
 
 
+def word_ngrams_of(words: Sequence[str], n: int = LEAK_NGRAM) -> list[tuple[str, ...]]:
+    """Every span of ``n`` consecutive items of ``words``, in order (repeats kept)."""
+    if n == 4:
+        return list(zip(words, words[1:], words[2:], words[3:]))
+    if n < 1:
+        return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return list(zip(*(words[i:] for i in range(n))))
+
+
 def word_ngrams(text: str, n: int = LEAK_NGRAM) -> list[tuple[str, ...]]:
     """Every span of ``n`` consecutive normalised words of ``text``, in order (repeats kept)."""
-    words = normalised_words(text)
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return word_ngrams_of(normalised_words(text), n)
 
 
 def ngram_set(texts: Iterable[str], n: int = LEAK_NGRAM) -> set[tuple[str, ...]]:
     """The n-grams of each text, united; n-grams never span two texts."""
-    return {g for t in texts for g in word_ngrams(t, n)}
+    out: set[tuple[str, ...]] = set()
+    for t in texts:
+        if n == 4:
+            w = normalised_words(t)
+            out.update(zip(w, w[1:], w[2:], w[3:]))
+        else:
+            out.update(word_ngrams(t, n))
+    return out
 
 
 def shared_spans(text: str, reference: str, n: int = LEAK_NGRAM) -> list[str]:
@@ -47,7 +62,7 @@ def shared_spans(text: str, reference: str, n: int = LEAK_NGRAM) -> list[str]:
 
 def shares_span(text: str, reference: AbstractSet[tuple[str, ...]], n: int = LEAK_NGRAM) -> bool:
     """True when some n-gram of ``text`` is in ``reference`` (a precomputed :func:`ngram_set`)."""
-    return any(g in reference for g in word_ngrams(text, n))
+    return not reference.isdisjoint(word_ngrams(text, n))
 
 
 def condition_items(condition: Condition) -> list[str]:
