@@ -17,6 +17,7 @@ carries a held-out user's id.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 from data_prep.config import SplitConfig
@@ -34,6 +35,7 @@ def split_fractions(cfg: SplitConfig) -> dict[str, float]:
     return fr
 
 
+@lru_cache(maxsize=1 << 16)  # users come back (several conversations, partners): hash each once
 def _unit_interval(user_id: str, seed: int) -> float:
     digest = hashlib.sha256(f"usersim-split\x1f{seed}\x1f{user_id}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
