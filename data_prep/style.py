@@ -112,12 +112,8 @@ def is_typo(word: str) -> bool:
     return lw in NON_STANDARD_SPELLINGS or (lw not in NOT_ELONGATED and ELONGATED_RE.search(lw) is not None)
 
 
-def typo_count(text: str) -> int:
-    """How many of :func:`words` (``text``) count for the typo proxy (:func:`is_typo`, but faster)."""
-    return _typo_count(text, words(text))
-
-
 def _typo_count(text: str, text_words: list[str]) -> int:
+    """How many of ``text_words`` (the words of ``text``) count for the typo proxy: :func:`is_typo`, faster."""
     if not _TRIPLE_RE.search(text):  # no elongated word: the lexicon alone decides
         lowered = sum(map(_TYPOS_LOWERED.__contains__, map(str.lower, text_words)))
         return lowered - sum(map(text_words.count, LETTER_CAPS))  # "U" and "R" are not typos

@@ -6,7 +6,7 @@ import pytest
 from data_prep.conditioning import build_condition
 from data_prep.config import ConditioningConfig
 from data_prep.schema import Conversation, Turn
-from data_prep.style import emoji_count, is_typo, sentences, style_buckets, turn_style, typo_count, words
+from data_prep.style import emoji_count, is_typo, sentences, style_buckets, turn_style, words
 from eval.behaviour import STATS
 from eval.controllability import style_match
 from eval.failure_modes import style_mismatch
@@ -42,11 +42,11 @@ def test_typo_proxy():
         "teh", "thier", "alot", "becuase", "gonna", "idk", "pls"]
 
 
-def test_typo_count_is_is_typo_over_the_words():
+def test_the_typo_count_is_is_typo_over_the_words():
     texts = ["u dont know, im sooo tired", "I'm fine, U.S. r us", "teh  'im' im's rock'n'roll gonna_x", "yesss www"]
     texts += [t for pairs in chitchat_user_turns(300).values() for t, _ in pairs][:1000]
     for text in texts:
-        assert typo_count(text) == sum(map(is_typo, words(text))), text
+        assert turn_style(text).typos == sum(map(is_typo, words(text))), text
 
 
 @pytest.mark.parametrize("text,casing", [
