@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 from typing import Any
 
+from data_prep.run_info import peak_rss_mb
 from train.loop import TrainHistory
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_metrics(history: TrainHistory, run_stats: dict[str, Any], wall_time_s: float, world_size: int) -> dict[str, Any]:
