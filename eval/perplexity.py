@@ -1,15 +1,18 @@
 """Held-out perplexity of real *user* turns under the simulator (or the untuned base).
 
-The scored tokens are exactly the supervised tokens of training: ``render_simulator_prompt`` +
-``tokenize_segments`` of a conversation record (every user turn's text + EOS, and the final
-``[END OF CONVERSATION]`` + EOS when the user chose to stop). Assistant turns, markers and the
-condition header are context only.
+The scored tokens are exactly the supervised tokens of training: every user turn's text + EOS,
+and the final ``[END OF CONVERSATION]`` + EOS when the user chose to stop. Assistant turns,
+markers and the condition header are context only.
 
-Long records: a record longer than ``max_seq_len`` tokens is scored in windows that always start
-with the condition header and hold whole turns. Each window scores the next unscored turns and
-carries up to half of ``max_seq_len`` of the preceding turns as context (the runtime also drops
-the oldest turns first). A single turn that does not fit even alone is cut at ``max_seq_len``; its
-cut tokens are not scored and are counted in ``n_tokens_dropped``.
+Context: each target is scored with the context that the one length policy
+(:func:`data_prep.prompt_format.tokenize_conversation`, shared with training and the runtime) gives
+it in ``max_seq_len`` tokens: the condition header, then the newest whole turns that fit together
+with the target. A record that fits is one window (its training tokenisation). In a longer record,
+consecutive targets that keep the same turns share a window, so past the first window a long record
+costs up to one ``max_seq_len`` window per target. (Before issue 12 a window carried at most half
+of ``max_seq_len`` of earlier turns as context: a second policy, now gone.) A target too long to
+fit after the header alone is cut at ``max_seq_len``; its cut tokens are not scored and are counted
+in ``n_tokens_dropped``. ``max_seq_len`` <= 0: no cap.
 
 ``perplexity_with_ci`` aggregates rows: perplexity = exp(sum nll / sum tokens), with a 95% CI from
 resampling *users* (eval.bootstrap).
@@ -29,63 +32,63 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from data_prep.prompt_format import Condition, Segment, render_simulator_prompt, tokenize_segments
-from data_prep.schema import Turn
+from data_prep.prompt_format import IGNORE_INDEX, Condition, tokenize_conversation
+from data_prep.schema import USER, Turn
 from eval.bootstrap import bootstrap_by_user
-
-
-Unit = tuple[list[int], list[int]]  # (token ids, labels) of one header / turn / end marker
 
 
 @dataclass
 class Window:
     record: int  # index of the record this window scores
     ids: list[int]
-    labels: list[int]  # -100 except at the tokens this window scores
+    labels: list[int]  # IGNORE_INDEX except at the tokens this window scores
 
 
-def record_units(record: Mapping[str, Any], tokenizer: Any) -> list[Unit]:
-    """(ids, labels) per unit: [header (BOS + condition), turn 1, ..., turn n, end marker (if any)].
+class _SegmentMemo:
+    """A tokenizer that remembers each text's ids: prompt_format tokenises every segment on its own,
+    so re-rendering a record's prefixes (one per target) re-uses the ids of its turns exactly."""
 
-    Every segment is tokenised on its own by ``tokenize_segments``, so the units concatenate to
-    exactly the training tokenisation of the record.
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.eos_token_id, self.bos_token_id = tokenizer.eos_token_id, getattr(tokenizer, "bos_token_id", None)
+        self.ids: dict[str, list[int]] = {}
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
+        new = [t for t in dict.fromkeys(texts) if t not in self.ids]
+        if new:
+            self.ids.update(zip(new, self.tokenizer(new, add_special_tokens=add_special_tokens)["input_ids"]))
+        return {"input_ids": [self.ids[t] for t in texts]}
+
+
+def record_windows(record: Mapping[str, Any], tokenizer: Any,
+                   max_seq_len: int) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(ids, labels) windows that score every target of one record, and the count of cut target tokens.
+
+    Target k's window is ``tokenize_conversation`` of the turns up to k (``last_target_only``);
+    consecutive targets that keep the same turns share one window (the earlier one is a prefix).
     """
-    segments = render_simulator_prompt(Condition.from_row(record.get("condition")),
-                                       [Turn(t["role"], t["text"]) for t in record["turns"]],
-                                       end_of_conversation=bool(record.get("end_of_conversation")))
-    groups: list[list[Segment]] = [segments[:1]] + [segments[i:i + 2] for i in range(1, len(segments), 2)]
-    return [tokenize_segments(g, tokenizer, add_bos=(j == 0)) for j, g in enumerate(groups)]
-
-
-def record_windows(units: Sequence[Unit], max_seq_len: int) -> tuple[list[Unit], int]:
-    """Split one record's units into windows of at most ``max_seq_len`` tokens; also the dropped count."""
-    header_ids, header_labels = units[0]
-    body = list(units[1:])
-    lengths = [len(ids) for ids, _ in body]
-    if len(header_ids) + sum(lengths) <= max_seq_len:
-        ids = header_ids + [t for u, _ in body for t in u]
-        labels = header_labels + [t for _, lab in body for t in lab]
-        return [(ids, labels)], 0
-    windows, dropped, scored_to = [], 0, 0
-    while scored_to < len(body):
-        if not any(t != -100 for t in body[scored_to][1]):  # context-only unit: nothing to score on its own
-            scored_to += 1
-            continue
-        start = scored_to  # left context: earlier whole turns, up to half the window
-        while start > 0 and len(header_ids) + sum(lengths[start - 1:scored_to]) <= max_seq_len // 2:
-            start -= 1
-        end = scored_to + 1
-        while end < len(body) and len(header_ids) + sum(lengths[start:end + 1]) <= max_seq_len:
-            end += 1
-        ids = list(header_ids) + [t for u, _ in body[start:end] for t in u]
-        labels = [-100] * (len(header_ids) + sum(lengths[start:scored_to]))
-        labels += [t for _, lab in body[scored_to:end] for t in lab]
-        if len(ids) > max_seq_len:  # one turn longer than the window: score what fits
-            dropped += sum(t != -100 for t in labels[max_seq_len:])
-            ids, labels = ids[:max_seq_len], labels[:max_seq_len]
-        windows.append((ids, labels))
-        scored_to = end
-    return windows, dropped
+    condition = Condition.from_row(record.get("condition"))
+    turns = [Turn(t["role"], t["text"]) for t in record["turns"]]
+    end = bool(record.get("end_of_conversation"))
+    whole = tokenize_conversation(condition, turns, tokenizer, max_tokens=max_seq_len, end_of_conversation=end)
+    if whole.turns_dropped == 0 and whole.tokens_cut == 0:
+        return [(whole.input_ids, whole.labels)], 0
+    targets = [(k + 1, False) for k, t in enumerate(turns) if t.role == USER] + ([(len(turns), True)] if end else [])
+    tokenizer = _SegmentMemo(tokenizer)
+    windows: list[tuple[list[int], list[int]]] = []
+    cut, previous = 0, None
+    for n_turns, is_end in targets:
+        seq = tokenize_conversation(condition, turns[:n_turns], tokenizer, max_tokens=max_seq_len,
+                                    end_of_conversation=is_end, last_target_only=True)
+        cut += seq.supervised_cut
+        if (previous is not None and seq.turns_dropped == previous.turns_dropped
+                and not seq.tokens_cut and not previous.tokens_cut):
+            labels = windows[-1][1]
+            windows[-1] = (seq.input_ids, labels + seq.labels[len(labels):])
+        else:
+            windows.append((seq.input_ids, seq.labels))
+        previous = seq
+    return windows, cut
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
@@ -99,14 +102,14 @@ def window_nll(model: Any, windows: Sequence[Window], pad_id: int) -> list[tuple
     width = max(len(w.ids) for w in windows)
     device = next(model.parameters()).device
     ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(windows), width), -100, dtype=torch.long)
+    labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
     for i, w in enumerate(windows):
         ids[i, :len(w.ids)] = torch.tensor(w.ids)
         labels[i, :len(w.labels)] = torch.tensor(w.labels)
         mask[i, :len(w.ids)] = 1
     keep = torch.zeros_like(mask, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t+1
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t+1
     targets = labels[:, 1:][keep[:, :-1]]
     row_of = torch.arange(len(windows)).unsqueeze(1).expand_as(keep)[keep]
     if _accepts_logits_to_keep(model):  # only the scored positions go through the LM head
@@ -133,7 +136,7 @@ def user_turn_nll(sim: Any, records: Iterable[Mapping[str, Any]], *, use_adapter
     windows: list[Window] = []
     rows = []
     for r, record in enumerate(records):
-        parts, dropped = record_windows(record_units(record, sim.tokenizer), max_seq_len)
+        parts, dropped = record_windows(record, sim.tokenizer, max_seq_len)
         if max_windows > 0:
             parts = parts[:max_windows]
         windows += [Window(r, ids, labels) for ids, labels in parts]

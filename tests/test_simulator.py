@@ -10,9 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from data_prep.prompt_format import (END_OF_CONVERSATION, HEADER, USER_MARKER, Condition, render_generation_prompt,
-                                     tokenize_segments)
+                                     tokenize_conversation, tokenize_segments)
 from data_prep.schema import Turn
 from tiny_run import TINY_CONDITION, tiny_records
+from train.config import TrainConfig
+from train.main import resolve_dtype
 from usersim.simulator import (RowwiseSampler, SimulatorTurn, UserSimulator, clean_generated_text, derive_seed,
                                left_pad, make_condition)
 
@@ -113,6 +115,39 @@ def test_long_history_is_truncated_at_turn_boundaries_keeping_header(tiny_run_di
     text = tiny_sim.tokenizer.decode(cut, skip_special_tokens=True)
     assert text.startswith(HEADER) and "Goal: talk about weekend plans" in text
     assert text.endswith(USER_MARKER)
+
+
+def test_prompt_cap_defaults_to_the_trained_length(tiny_run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    assert UserSimulator.from_pretrained(run, device="cpu").max_prompt_tokens == TrainConfig.max_seq_len  # not recorded
+    (run / "config.yaml").write_text("seed: 0\nmax_seq_len: 160\n")
+    sim = UserSimulator.from_pretrained(run, device="cpu")
+    assert sim.max_prompt_tokens == 160
+    assert UserSimulator.from_pretrained(run, device="cpu", max_prompt_tokens=99).max_prompt_tokens == 99
+    turns = [Turn(t["role"], t["text"]) for r in tiny_records() for t in r["turns"]]
+    cond = Condition.from_row(TINY_CONDITION)
+    cut = sim.prompt_ids(turns, cond)
+    assert len(cut) <= 160 < len(tokenize_segments(render_generation_prompt(cond, turns), sim.tokenizer)[0])
+    assert cut == tokenize_conversation(cond, turns, sim.tokenizer, max_tokens=160, generation_prompt=True).input_ids
+
+
+def test_header_longer_than_the_cap_warns_and_keeps_the_whole_prompt(tiny_sim):
+    cond = Condition(goal="walks " * 40)
+    full = tokenize_segments(render_generation_prompt(cond, []), tiny_sim.tokenizer)[0]
+    sim = UserSimulator(tiny_sim.model, tiny_sim.tokenizer, max_prompt_tokens=len(full) - 1)
+    with pytest.warns(UserWarning, match="condition header alone"):
+        assert sim.prompt_ids([{"role": "assistant", "text": "Hi!"}], cond) == full
+
+
+def test_dtype_resolution_is_shared_by_train_and_runtime(tiny_run_dir):
+    assert resolve_dtype("bf16") == resolve_dtype("bfloat16") == torch.bfloat16
+    assert resolve_dtype("fp16") == torch.float16 and resolve_dtype(torch.float64) == torch.float64
+    assert resolve_dtype("auto", "cpu") == resolve_dtype(None, "cpu") == resolve_dtype("", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="not understood"):
+        resolve_dtype("float8")
+    sim = UserSimulator.from_base(tiny_run_dir.parent / "base_model", device="cpu", dtype="bf16")
+    assert next(sim.model.parameters()).dtype == torch.bfloat16
 
 
 def test_make_condition_forms():

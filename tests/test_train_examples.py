@@ -2,10 +2,10 @@
 
 import pytest
 
-from data_prep.prompt_format import END_OF_CONVERSATION, HEADER, Condition
+from data_prep.prompt_format import END_OF_CONVERSATION, HEADER, Condition, render_condition
 from data_prep.records import conversation_record
 from data_prep.schema import ASSISTANT, USER, Conversation, Turn
-from train.examples import NoSupervisedTokensError, record_segments, record_to_example, records_to_examples
+from train.examples import NoSupervisedTokensError, record_condition, record_to_example, records_to_examples
 from train.tiny_model import train_tiny_tokenizer
 from toy_data import toy_records
 
@@ -89,12 +89,28 @@ def test_long_record_is_cut_from_the_left_at_turn_boundaries_keeping_header(toke
     assert all(s.startswith("user turn number") for s in spans[:-1])  # whole turns only
 
 
+def test_a_cut_record_is_the_newest_whole_turns_after_the_header(tokenizer):
+    """Exactly: BOS + header, then the full record's tokens from a turn boundary on (nothing in between)."""
+    turns = []
+    for k in range(6):
+        turns += [Turn(USER, f"user turn number {k} hello"), Turn(ASSISTANT, f"assistant reply {k} ok")]
+    record = conversation_record(Conversation(id="six", source="t", user_id="u", turns=turns), Condition(goal="talk"))
+    full = record_to_example(record, tokenizer, max_seq_len=100_000)
+    header = len(tokenizer(render_condition(Condition(goal="talk")), add_special_tokens=False)["input_ids"]) + 1
+    marker = tokenizer("\nUser: ", add_special_tokens=False)["input_ids"]
+    cut = record_to_example(record, tokenizer, max_seq_len=len(full["input_ids"]) - 1)
+    # the first user turn (marker + text + EOS) is gone, the rest is the full record's tail verbatim
+    first_turn = len(marker) + len(tokenizer("user turn number 0 hello", add_special_tokens=False)["input_ids"]) + 1
+    assert cut["input_ids"] == full["input_ids"][:header] + full["input_ids"][header + first_turn:]
+    assert cut["labels"] == full["labels"][:header] + full["labels"][header + first_turn:]
+
+
 def test_condition_dropout_is_a_pure_function_of_seed_record_and_epoch(records):
     record = records[0]
-    a = [record_segments(record, 0.5, seed=1, epoch=e)[0].text for e in range(8)]
-    b = [record_segments(record, 0.5, seed=1, epoch=e)[0].text for e in range(8)]
+    a = [render_condition(record_condition(record, 0.5, seed=1, epoch=e)) for e in range(8)]
+    b = [render_condition(record_condition(record, 0.5, seed=1, epoch=e)) for e in range(8)]
     assert a == b
     assert len(set(a)) > 1  # different epochs drop different fields
-    assert record_segments(record, 0.0, seed=1, epoch=0)[0].text.count("\n") == 6  # nothing dropped
+    assert render_condition(record_condition(record, 0.0, seed=1, epoch=0)).count("\n") == 6  # nothing dropped
     assert records_to_examples(records[:3], train_tiny_tokenizer(["a b"], 300), max_seq_len=4096,
                                condition_dropout=1.0)[0]["n_supervised"] > 0

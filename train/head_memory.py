@@ -21,24 +21,24 @@ import time
 
 
 def one_step(mode: str, data_dir: str, tokens: int, base_model: str) -> dict:
-    import resource
-
     import torch
 
+    from data_prep.prompt_format import IGNORE_INDEX
+    from data_prep.run_info import peak_rss_mb
     from train.base_model import prepare_base_model
     from train.batching import collate_packed, pack_rows
     from train.config import LoraSettings, TrainConfig
     from train.examples import records_to_examples
     from train.lora import wrap_with_lora
     from train.loss import supervised_only_loss
-    from train.main import load_records
+    from train.main import load_records, resolve_dtype
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     cfg = TrainConfig(data_dir=data_dir, base_model=base_model, max_eval_records=400)
     path, tokenizer = prepare_base_model(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = resolve_dtype("auto", device)
     model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=dtype).to(device)
     model = wrap_with_lora(model, LoraSettings())
     _, val = load_records(cfg)
@@ -47,7 +47,7 @@ def one_step(mode: str, data_dir: str, tokens: int, base_model: str) -> dict:
               key=lambda r: sum(len(examples[i]["input_ids"]) for i in r))
     batch = {k: v.to(device) for k, v in collate_packed([examples[i] for i in row]).items()}
     n_real = batch["input_ids"].numel()
-    n_sup = int((batch["labels"][:, 1:] != -100).sum())
+    n_sup = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     with torch.no_grad():  # fault in every (memory-mapped) weight first, with a tiny input
         model(input_ids=batch["input_ids"][:, :8], use_cache=False)
     if device == "cuda":
@@ -70,7 +70,7 @@ def one_step(mode: str, data_dir: str, tokens: int, base_model: str) -> dict:
     if device == "cuda":
         out["extra_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20
     else:
-        out["extra_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+        out["extra_mb"] = peak_rss_mb() - rss_before
         out["rss_before_mb"] = rss_before
     return out
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from data_prep.prompt_format import IGNORE_INDEX
+
 # model_type -> how the final logits are transformed after the LM head projection.
 # "softcap": tanh(x / c) * c with c = config.final_logit_softcapping (when set);
 # "scale": x * config.logit_scale (Cohere); "divide": x / config.logits_scaling (Granite).
@@ -58,7 +59,7 @@ def supervised_only_loss(model: nn.Module, input_ids: torch.Tensor, labels: torc
                          attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of token cross-entropies, number of supervised tokens)`` for a (packed or padded) batch.
 
-    ``labels`` are aligned with ``input_ids`` (-100 = not supervised); token t is predicted from
+    ``labels`` are aligned with ``input_ids`` (IGNORE_INDEX = not supervised); token t is predicted from
     position t-1, as in transformers' own causal-LM loss. The sum (not the mean) lets callers
     normalise over gradient accumulation and processes.
     """

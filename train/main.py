@@ -27,12 +27,27 @@ from train.loop import train_loop
 from train.outputs import plot_loss_curve, train_metrics
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    if name in ("float32", "bfloat16"):
-        return getattr(torch, name)
-    raise ValueError(f"dtype={name!r}: use auto, float32 or bfloat16")
+DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+               "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | None = None) -> torch.dtype:
+    """The torch dtype for a config value: a ``torch.dtype``, a name in DTYPE_NAMES, or auto.
+
+    ``"auto"``, ``""`` and None mean bfloat16 where it runs fast (a bf16-capable CUDA GPU, when
+    ``device`` is None or a cuda device), else float32. Train and the runtime both resolve here.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "", "auto"):
+        on_cuda = device is None or str(device).startswith("cuda")
+        if on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return DTYPE_NAMES[str(dtype)]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r} not understood; use auto, float32, bfloat16 or float16") from None
 
 
 def load_records(cfg: TrainConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -88,6 +103,9 @@ def main(cfg: TrainConfig) -> Path:
 
     if cfg.max_tokens_per_batch < cfg.max_seq_len:
         raise ValueError(f"max_tokens_per_batch={cfg.max_tokens_per_batch} < max_seq_len={cfg.max_seq_len}")
+    dtype = resolve_dtype(cfg.dtype)
+    if dtype == torch.float16:  # no loss scaling here: float16 gradients under/overflow
+        raise ValueError(f"dtype={cfg.dtype!r}: train in bfloat16 or float32 (or auto)")
     if accelerator.is_main_process:
         write_run_dir_header(run_dir, cfg, cfg.seed, "train", {"world_size": accelerator.num_processes})
         if not cfg.resume_from_checkpoint and (run_dir / "checkpoints").is_dir():
@@ -98,7 +116,6 @@ def main(cfg: TrainConfig) -> Path:
     log(f"{len(train_records)} training / {len(val_records)} validation records from {cfg.data_dir}")
 
     base_path, tokenizer = base_checkpoint(cfg, run_dir, accelerator, train_records)
-    dtype = resolve_dtype(cfg.dtype)
     model = AutoModelForCausalLM.from_pretrained(str(base_path), use_safetensors=True, dtype=dtype,
                                                  trust_remote_code=cfg.trust_remote_code)
     if cfg.gradient_checkpointing:

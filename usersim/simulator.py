@@ -7,9 +7,9 @@
                        goal="plan a weekend hike", style={"length": "short"}, seed=0)
     turn.text, turn.ends_conversation
 
-Prompts are rendered by :mod:`data_prep.prompt_format` (``render_generation_prompt`` +
-``tokenize_segments``), i.e. exactly the tokenisation the simulator was trained on; nothing here
-re-implements the format. This module imports ``data_prep`` only.
+Prompts are built by :func:`data_prep.prompt_format.tokenize_conversation`, i.e. exactly the
+tokenisation and length policy the simulator was trained with; nothing here re-implements the
+format. This module imports ``data_prep`` and ``train`` only.
 
 Sampling and seeds
     Every row of a batch samples from its *own* ``torch.Generator`` (seeded from the call's seed and
@@ -21,9 +21,10 @@ Sampling and seeds
     (``do_sample=False``) is unaffected in practice.
 
 Long histories
-    When the rendered prompt exceeds ``max_prompt_tokens``, whole turns are dropped from the *left*
-    (oldest first) until it fits; the condition header (persona, goal, knowledge, style) is always
-    kept. If the header alone is too long the prompt is used as is, with a warning.
+    ``max_prompt_tokens`` defaults to the length the model was trained at (``max_seq_len`` in the
+    train run's ``config.yaml``; TrainConfig's default when the run does not say). A longer prompt
+    keeps its condition header and drops its oldest whole turns until it fits (the training
+    policy). If the header alone is too long the prompt is used as is, with a warning.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, is_end_of_conversation,
-                                     render_generation_prompt, tokenize_segments)
+                                     tokenize_conversation)
 from data_prep.schema import ROLES, Turn, stable_hash
+from train.config import TrainConfig
+from train.main import resolve_dtype
 
 # Defaults of respond / respond_batch; any key can be overridden through **generation.
 DEFAULT_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 0,
                                       "max_new_tokens": 64}
-DEFAULT_MAX_PROMPT_TOKENS = 1024
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
@@ -188,18 +190,16 @@ class RowwiseSampler:
         return out.scatter_(-1, token, 0.0)
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
-    except KeyError:
-        raise ValueError(f"dtype {dtype!r} not understood; use float32, bfloat16 or float16") from None
+def trained_max_seq_len(run_dir: str | os.PathLike) -> int:
+    """The ``max_seq_len`` a train run was trained at (its ``config.yaml``), else TrainConfig's default."""
+    import yaml
+
+    config_file = Path(run_dir) / "config.yaml"
+    if config_file.is_file():
+        value = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("max_seq_len")
+        if isinstance(value, int) and value > 0:
+            return value
+    return TrainConfig.max_seq_len
 
 
 def _resolve_base_path(run_dir: Path, base_model: str | None) -> str:
@@ -321,26 +321,27 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
 class UserSimulator:
     """A causal LM (optionally with a LoRA adapter) that writes the next *user* turn of a chat."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS):
+    def __init__(self, model: Any, tokenizer: Any, *, max_prompt_tokens: int | None = None):
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; the simulator format ends every turn with EOS")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.max_prompt_tokens = int(max_prompt_tokens or TrainConfig.max_seq_len)
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, run_dir_or_repo: str | os.PathLike, base_model: str | None = None,
                         device: str | None = None, dtype: str | torch.dtype | None = None,
                         trust_remote_code: bool = False,
-                        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS) -> "UserSimulator":
+                        max_prompt_tokens: int | None = None) -> "UserSimulator":
         """Load base + adapter from a train run directory (or a published adapter repo id).
 
         The base is ``base_model`` if given, else ``base_model.json``'s ``path`` (relative paths are
         resolved against the run dir), else ``adapter_config.json``'s ``base_model_name_or_path``.
-        Weights are loaded from safetensors only.
+        Weights are loaded from safetensors only. ``max_prompt_tokens`` None (or 0): the run's
+        trained ``max_seq_len`` (:func:`trained_max_seq_len`).
         """
         from peft import PeftModel
         from transformers import AutoTokenizer
@@ -361,13 +362,16 @@ class UserSimulator:
                                     category=FutureWarning)
             model = PeftModel.from_pretrained(base, str(run_dir), is_trainable=False)
         tokenizer = AutoTokenizer.from_pretrained(str(run_dir), trust_remote_code=trust_remote_code)
-        return cls(model, tokenizer, max_prompt_tokens=max_prompt_tokens)
+        return cls(model, tokenizer, max_prompt_tokens=max_prompt_tokens or trained_max_seq_len(run_dir))
 
     @classmethod
     def from_base(cls, path_or_model: Any, tokenizer: Any = None, device: str | None = None,
                   dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
-                  max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS) -> "UserSimulator":
-        """A simulator without adapter (the untuned-base baseline): a model object or checkpoint dir."""
+                  max_prompt_tokens: int | None = None) -> "UserSimulator":
+        """A simulator without adapter (the untuned-base baseline): a model object or checkpoint dir.
+
+        ``max_prompt_tokens`` None (or 0): TrainConfig's default ``max_seq_len`` (no train run to read).
+        """
         from transformers import AutoTokenizer
 
         if isinstance(path_or_model, (str, os.PathLike)):
@@ -387,7 +391,7 @@ class UserSimulator:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
-                                                     dtype=_resolve_dtype(dtype, device))
+                                                     dtype=resolve_dtype(dtype, device))
         return model.to(device)
 
     @property
@@ -409,28 +413,12 @@ class UserSimulator:
 
     # -- prompts -------------------------------------------------------------------------------
     def prompt_ids(self, history: Sequence[Turn | Mapping[str, Any]], condition: Condition | None = None) -> list[int]:
-        """Token ids of the generation prompt, left-truncated at turn boundaries to max_prompt_tokens."""
-        condition = condition or Condition()
-        turns = as_turns(history)
-        ids, _ = tokenize_segments(render_generation_prompt(condition, turns), self.tokenizer)
-        if len(ids) <= self.max_prompt_tokens or not turns:
-            return self._warn_if_long(ids)
-        # Each segment is tokenised on its own, so the prompt length is additive over turns:
-        # header + sum(turn lengths) + final marker. Drop the oldest turns until it fits.
-        lengths = [len(tokenize_segments(render_generation_prompt(condition, [t]), self.tokenizer)[0]) for t in turns]
-        base = len(tokenize_segments(render_generation_prompt(condition, []), self.tokenizer)[0])
-        per_turn = [n - base for n in lengths]
-        total, start = len(ids), 0
-        while start < len(turns) and total > self.max_prompt_tokens:
-            total -= per_turn[start]
-            start += 1
-        ids, _ = tokenize_segments(render_generation_prompt(condition, turns[start:]), self.tokenizer)
-        return self._warn_if_long(ids)
-
-    def _warn_if_long(self, ids: list[int]) -> list[int]:
+        """Token ids of the generation prompt, oldest whole turns dropped to fit max_prompt_tokens."""
+        ids = tokenize_conversation(condition or Condition(), as_turns(history), self.tokenizer,
+                                    max_tokens=self.max_prompt_tokens, generation_prompt=True).input_ids
         if len(ids) > self.max_prompt_tokens:
             warnings.warn(f"the condition header alone is {len(ids)} tokens, over max_prompt_tokens="
-                          f"{self.max_prompt_tokens}; using the prompt untruncated", stacklevel=3)
+                          f"{self.max_prompt_tokens}; using the prompt untruncated", stacklevel=2)
         return ids
 
     # -- generation ----------------------------------------------------------------------------
