@@ -301,7 +301,8 @@ def _batches_cleaned(items: Iterable, name: str, counts: SourceCounts, cfg: Data
         return
     pending: deque = deque()
     for batch in batches():
-        pending.append((batch, pool.apply_async(_worker_clean, (convs(batch), fractions))))
+        sent = [conversation_tuple(c) for c in convs(batch)]  # tuples pickle ~3x faster than dataclasses
+        pending.append((batch, pool.apply_async(_worker_clean, (sent, fractions))))
         if len(pending) >= 2 * pool._processes:
             batch, result = pending.popleft()
             yield batch, result.get()
@@ -410,9 +411,19 @@ def _init_worker(cfg: DataPrepConfig) -> None:
     _WORKER_CFG = cfg
 
 
-def _worker_clean(convs: list[Conversation], fractions: dict[str, float]) -> tuple[list[Cleaned], Counter]:
+def conversation_tuple(conv: Conversation) -> tuple:
+    return (conv.id, conv.source, conv.user_id, [(t.role, t.text) for t in conv.turns], conv.metadata, conv.location,
+            conv.group_id, conv.other_user_ids)
+
+
+def tuple_conversation(t: tuple) -> Conversation:
+    return Conversation(id=t[0], source=t[1], user_id=t[2], turns=[Turn(r, x) for r, x in t[3]], metadata=t[4],
+                        location=t[5], group_id=t[6], other_user_ids=t[7])
+
+
+def _worker_clean(convs: list[tuple], fractions: dict[str, float]) -> tuple[list[Cleaned], Counter]:
     assert _WORKER_CFG is not None
-    return clean_conversations(convs, _WORKER_CFG, fractions)
+    return clean_conversations([tuple_conversation(t) for t in convs], _WORKER_CFG, fractions)
 
 
 def _worker_condition(task: tuple[str, bytes, list[str]]) -> dict[str, Any]:

@@ -248,3 +248,55 @@ def test_rank_typical_openers_matches_pairwise_definition():
         openers = [(f"c{rng.randint(0, 5)}", " ".join(rng.choices(words, k=rng.randint(0, 5))))
                    for _ in range(rng.randint(0, 8))]
         assert rank_typical_openers(openers) == reference_rank_typical_openers(openers), openers
+
+
+def test_conversations_travel_to_workers_unchanged():
+    from data_prep.main import conversation_tuple, tuple_conversation
+
+    conv = Conversation(id="c", source="s", user_id="u", turns=[Turn("user", "hi"), Turn("assistant", "é")],
+                        metadata={"a": [1]}, location="f:1", group_id="g", other_user_ids=["v"])
+    assert tuple_conversation(conversation_tuple(conv)) == conv
+
+
+def test_wildchat_fast_path_maps_as_the_full_checks():
+    from data_prep.adapters.wildchat import wildchat_conversation
+
+    rng = random.Random(0)
+    roles = ["user", "assistant", "User ", "human", "gpt", "chatbot", "system", "moderator", None, 3]
+    contents = ["hi", "", [{"type": "text", "text": "part"}], None, 5, {"parts": ["x"]}]
+    for _ in range(3000):
+        msgs = []
+        for _ in range(rng.randint(0, 4)):
+            msg = {"role": rng.choice(roles), "content": rng.choice(contents)}
+            if rng.random() < 0.1:
+                msg.pop(rng.choice(["role", "content"]))
+            msgs.append(msg if rng.random() < 0.95 else "not an object")
+        row = {"conversation": msgs, "conversation_hash": "h", "hashed_ip": "ip"}
+        try:
+            got = wildchat_conversation(row, "wildchat", "f:1")
+        except Exception as e:  # noqa: BLE001 - compared below
+            got = (type(e).__name__, str(e))
+        try:
+            ref = reference_wildchat(row)
+        except Exception as e:  # noqa: BLE001
+            ref = (type(e).__name__, str(e))
+        assert got == ref, msgs
+
+
+def reference_wildchat(row):
+    """The row mapping with every turn through the full checks (no fast path)."""
+    from data_prep.adapters import wildchat as w
+    from data_prep.adapters.record_checks import (content_text, map_role, require_encodable, require_field,
+                                                  require_list, require_object)
+
+    turns, system = [], []
+    for i, msg in enumerate(require_list(row, "conversation", "row")):
+        where = f"conversation[{i}]"
+        msg = require_object(msg, where)
+        role = require_field(msg, "role", where)
+        text = content_text(require_field(msg, "content", where), where)
+        map_role(role, text, where, user_roles=w.USER_ROLES, assistant_roles=w.ASSISTANT_ROLES,
+                 system_roles=w.SYSTEM_ROLES, turns=turns, system=system)
+    metadata = {"system": "\n\n".join(system)} if system else {}
+    return require_encodable(Conversation(id="wildchat:h", source="wildchat", user_id="ip", turns=turns,
+                                          metadata=metadata, location="f:1"))

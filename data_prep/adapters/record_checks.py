@@ -81,7 +81,9 @@ def require_encodable(conv: Conversation) -> Conversation:
     as an escape (``"\\ud83d"``, half an emoji): the text then cannot be written as UTF-8
     downstream, so such a record is ``invalid_utf8`` here rather than a crash later."""
     try:
-        "".join(t.text for t in conv.turns).encode("utf-8")
+        text = "".join([t.text for t in conv.turns])
+        if not text.isascii():  # (constant time) ASCII text holds no surrogate
+            text.encode("utf-8")
         "".join([conv.id, conv.user_id, conv.group_id, *conv.other_user_ids]).encode("utf-8")
         json.dumps(conv.metadata, ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError as e:
