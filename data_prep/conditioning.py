@@ -194,16 +194,17 @@ def opener_key(text: str) -> str:
     return " ".join(w.lower() for w in _WORD.findall(text))
 
 
-def persona_histories(ranked_openers: Sequence[tuple[str, str]], n_turns: int,
-                      max_chars: int = 60) -> dict[str | None, str]:
-    """:func:`persona_from_history` for every conversation of one user, computed together:
-    ``{conversation id: history}`` for the conversations whose exclusion changes it and
-    ``{None: history}`` for all the others.
+def persona_head(ranked_openers: Sequence[tuple[str, str]], n_turns: int,
+                 max_chars: int = 60) -> list[tuple[str, int, str]]:
+    """All that :func:`persona_from_history` reads of one user's ranked openers, for any excluded
+    conversation: ``(conversation id, opener class, shown text)`` of the head entries, where
+    entries of one class have the same :func:`opener_key` and the shown text is the opener
+    clipped to ``max_chars``. :func:`persona_from_head` then gives the history.
 
     Excluding one conversation removes its entries only, so the first ``n_turns`` distinct
     openers of what is left lie within the entries up to the first one of the ``n_turns + 1``-th
-    distinct opener (the head) when ids do not repeat; only the head's conversations can change
-    the history. A list whose ids repeat (a corpus that reuses ids) is read whole."""
+    distinct opener (the head) when ids do not repeat. A list whose ids repeat (a corpus that
+    reuses ids) is kept whole."""
     keys = [opener_key(text) for _, text in ranked_openers]
     ids = [cid for cid, _ in ranked_openers]
     end = len(keys)
@@ -214,23 +215,24 @@ def persona_histories(ranked_openers: Sequence[tuple[str, str]], n_turns: int,
             if len(distinct) > max(1, n_turns):  # persona_from_history picks at least one
                 end = i + 1
                 break
+    classes: dict[str, int] = {}
+    return [(ids[i], classes.setdefault(keys[i], len(classes)), clip(ranked_openers[i][1], max_chars))
+            for i in range(end)]
 
-    def history(exclude: str | None) -> str:
-        picked: list[str] = []
-        seen: set[str] = set()
-        for i in range(end):
-            if ids[i] == exclude or keys[i] in seen:
-                continue
-            seen.add(keys[i])
-            picked.append(clip(ranked_openers[i][1], max_chars))
-            if len(picked) >= n_turns:
-                break
-        return format_openers(picked)
 
-    out: dict[str | None, str] = {None: history(None)}
-    for cid in dict.fromkeys(ids[:end]):
-        out[cid] = history(cid)
-    return out
+def persona_from_head(head: Sequence[tuple[str, int, str]], exclude_conversation_id: str | None,
+                      n_turns: int) -> str:
+    """:func:`persona_from_history` of the ranked openers ``head`` was made from (see :func:`persona_head`)."""
+    picked: list[str] = []
+    seen: set[int] = set()
+    for cid, cls, shown in head:
+        if cid == exclude_conversation_id or cls in seen:
+            continue
+        seen.add(cls)
+        picked.append(shown)
+        if len(picked) >= n_turns:
+            break
+    return format_openers(picked)
 
 
 def format_openers(openers: Sequence[str]) -> str:

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from data_prep.adapters import iter_source
 from data_prep.annotator import Annotator, annotate_or_fallback, make_annotator
 from data_prep.card import format_summary_table, write_dataset_card
-from data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_histories, rank_typical_openers,
-                                    scrub_condition)
+from data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_from_head, persona_head,
+                                    rank_typical_openers, scrub_condition)
 from data_prep.config import DataPrepConfig
 from data_prep.dataset_writer import DatasetDictWriter, iter_split_batches, table_from_ipc, table_to_ipc
 from data_prep.dedupe import DuplicateFilter, conversation_key
@@ -224,7 +224,7 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: JsonlWriter, 
     fractions = split_fractions(cfg.split)
     writers = {s: StagingWriter(staging / f"{s}.bin") for s in SPLITS}
     users: dict[str, set[str]] = {s: set() for s in SPLITS}
-    openers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    openers: dict[str, list[str]] = defaultdict(list)  # user -> packed (conversation id, clipped opener)
     per_source: dict[str, SourceCounts] = {}
     stats: Counter = Counter()
     pii: Counter = Counter()
@@ -260,7 +260,7 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: JsonlWriter, 
             users[c.split].add(c.user_id)
             counts.kept += 1
             if c.split == TRAIN and len(openers[c.user_id]) < MAX_OPENERS_PER_USER:
-                openers[c.user_id].append((c.cid, c.opener))
+                openers[c.user_id].append(pack((c.cid, c.opener)))
 
     for src in cfg.sources:
         name = src.name or src.adapter
@@ -313,12 +313,42 @@ def _batches_cleaned(items: Iterable, name: str, counts: SourceCounts, cfg: Data
 
 # ---- pass 2 ------------------------------------------------------------------------------
 
-def user_histories(openers: dict[str, list[tuple[str, str]]], n_turns: int) -> dict[str, dict[str | None, str]]:
-    """Per user with more than one training opener: the persona history of each of their
-    conversations (:func:`~data_prep.conditioning.persona_histories` of the ranked openers), so the
-    openers themselves can be freed before conditioning."""
-    return {user: persona_histories(rank_typical_openers(found), n_turns)
-            for user, found in openers.items() if len(found) > 1}
+def pack(fields: Iterable[str]) -> str:
+    """Strings as one string (each as ``<length>:<text>``): one object instead of many, so the
+    per-user state the stage keeps costs about its characters only."""
+    return "".join(f"{len(f)}:{f}" for f in fields)
+
+
+def unpack(packed: str) -> list[str]:
+    out, pos = [], 0
+    while pos < len(packed):
+        colon = packed.index(":", pos)
+        end = colon + 1 + int(packed[pos:colon])
+        out.append(packed[colon + 1:end])
+        pos = end
+    return out
+
+
+def pack_head(head: list[tuple[str, int, str]]) -> str:
+    return pack(f for cid, cls, shown in head for f in (cid, str(cls), shown))
+
+
+def unpack_head(packed: str) -> list[tuple[str, int, str]]:
+    f = unpack(packed)
+    return [(f[i], int(f[i + 1]), f[i + 2]) for i in range(0, len(f), 3)]
+
+
+def user_heads(openers: dict[str, list[str]], n_turns: int) -> dict[str, str]:
+    """Per user with more than one training opener (each packed ``(conversation id, opener)``):
+    the packed :func:`~data_prep.conditioning.persona_head` of the ranked openers, all a persona
+    history needs; the openers themselves are then freed."""
+    heads = {}
+    for user in list(openers):
+        found = openers.pop(user)
+        if len(found) > 1:
+            pairs = [tuple(unpack(entry)) for entry in found]
+            heads[user] = pack_head(persona_head(rank_typical_openers(pairs), n_turns))  # type: ignore[arg-type]
+    return heads
 
 
 def condition_row_to_dict(condition: Condition) -> dict[str, Any]:
@@ -370,19 +400,20 @@ class Conditioner:
         return out
 
 
-def condition_tasks(cfg: DataPrepConfig, passed: dict[str, Any], histories: Callable[[], dict[str, dict[str | None, str]]],
+def condition_tasks(cfg: DataPrepConfig, passed: dict[str, Any], heads: Callable[[], dict[str, str]],
                     held_out_first: bool = False) -> Iterator[tuple[str, bytes, list[str]]]:
     """(split, staged chunk, persona history of each of its conversations).
 
-    ``histories()`` is called when the first training chunk is due. Held-out conversations never
-    have a history (their users have no training conversation: the split is a function of the
-    user), so with ``held_out_first`` their chunks come first and workers condition them while
-    this process ranks the training openers; otherwise the splits come in order (an annotator
-    counts conversations in that order)."""
+    ``heads()`` (the packed persona heads per user) is called when the first training chunk is
+    due. Held-out conversations never have a history (their users have no training conversation:
+    the split is a function of the user), so with ``held_out_first`` their chunks come first and
+    workers condition them while this process ranks the training openers; otherwise the splits
+    come in order (an annotator counts conversations in that order)."""
     ccfg = cfg.conditioning
-    with_history = ccfg.persona and ccfg.persona_history_turns > 0
+    n_turns = ccfg.persona_history_turns
+    with_history = ccfg.persona and n_turns > 0
     order = [*HELD_OUT, TRAIN] if held_out_first else list(SPLITS)
-    per_user: dict[str, dict[str | None, str]] | None = None
+    per_user: dict[str, str] | None = None
     for split in order:
         staged: StagingWriter = passed["staging"][split]
         for chunk in staged.chunks:
@@ -391,14 +422,14 @@ def condition_tasks(cfg: DataPrepConfig, passed: dict[str, Any], histories: Call
                 yield split, data, [""] * sum(1 for _ in iter_frame_bounds(data))
                 continue
             if per_user is None:
-                per_user = histories()
+                per_user = heads()
             hist = []
             for frame in iter_frames(data):
-                per = per_user.get(frame[2])
-                hist.append("" if per is None else per.get(frame[0], per[None]))
+                packed = per_user.get(frame[2])
+                hist.append("" if packed is None else persona_from_head(unpack_head(packed), frame[0], n_turns))
             yield split, data, hist
     if per_user is None:
-        histories()  # the summary counts the users with a history persona either way
+        heads()  # the summary counts the users with a history persona either way
 
 
 # ---- worker processes --------------------------------------------------------------------
@@ -515,11 +546,11 @@ def main(cfg: DataPrepConfig) -> Path:
         passed = stream_sources(cfg, staging, quarantine, pool)
         quarantine.close()
 
-        histories: dict[str, dict[str | None, str]] = {}
+        heads: dict[str, str] = {}
 
-        def rank() -> dict[str, dict[str | None, str]]:
-            histories.update(user_histories(passed.pop("openers"), cfg.conditioning.persona_history_turns))
-            return histories
+        def rank() -> dict[str, str]:
+            heads.update(user_heads(passed.pop("openers"), cfg.conditioning.persona_history_turns))
+            return heads
 
         annotator_counts: Counter = Counter()
         scrubbed: Counter = Counter()
@@ -545,7 +576,7 @@ def main(cfg: DataPrepConfig) -> Path:
         "empty_turns_dropped": passed["stats"]["empty_turns_dropped"],
         "pii": {k: passed["pii"].get(k, 0) for k in ("email", "phone", "ip", "credential_url")},
         "annotator": {"kind": cfg.conditioning.annotator.kind, **dict(annotator_counts)},
-        "users_with_history_persona": len(histories),
+        "users_with_history_persona": len(heads),
         "condition_items_scrubbed": {f: scrubbed[f] for f in SCRUBBED_FIELDS},
         "time_s": round(time.time() - started, 1),
         "peak_rss_mb": peak_rss_mb(children=True),

@@ -17,11 +17,11 @@ from dataclasses import replace
 import pytest
 
 from data_prep import pii
-from data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, join_persona, persona_from_history,
-                                    persona_histories, scrub_condition, split_persona)
+from data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, join_persona, persona_from_head,
+                                    persona_from_history, persona_head, scrub_condition, split_persona)
 from data_prep.dedupe import normalise_text
 from data_prep.leakage import condition_text, ngram_set, shares_span, word_ngrams, word_ngrams_of
-from data_prep.main import condition_row_to_dict, frame_row, iter_frames, stage_frame
+from data_prep.main import condition_row_to_dict, frame_row, iter_frames, pack_head, stage_frame, unpack_head
 from data_prep.prompt_format import Condition
 from data_prep.schema import Conversation, Turn
 
@@ -214,9 +214,12 @@ def test_persona_histories_match_persona_from_history(n_turns):
         k = rng.randint(0, 9)
         ids = [f"c{rng.randint(0, 12 if rng.random() < 0.2 else 10**6)}" for _ in range(k)]
         ranked = [(cid, rng.choice(openers)) for cid in ids]
-        per = persona_histories(ranked, n_turns)
+        head = persona_head(ranked, n_turns)
+        assert len({cls for _, cls, _ in head}) <= max(1, n_turns) + 1 or len(set(ids)) < len(ids)
+        packed = unpack_head(pack_head(head))
         for cid in set(ids) | {"not-there"}:
-            assert per.get(cid, per[None]) == persona_from_history(ranked, cid, n_turns), (ranked, cid)
+            assert persona_from_head(head, cid, n_turns) == persona_from_history(ranked, cid, n_turns), (ranked, cid)
+            assert persona_from_head(packed, cid, n_turns) == persona_from_history(ranked, cid, n_turns)
 
 
 def test_word_ngrams_still_normalise():
