@@ -358,7 +358,7 @@ def _jsonl_record(data: bytes, line_no: int, offset: int) -> tuple[Optional[RawR
     line_offset, offset = offset, offset + len(data)
     if line_no == 1 and data.startswith(codecs.BOM_UTF8):  # byte-order mark: not data
         data, line_offset = data[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
-    if not data.strip():
+    if not data or data.isspace():  # blank (bytes.strip's whitespace), without copying the line
         return None, offset
     try:
         text = data.decode("utf-8")

@@ -10,6 +10,9 @@ from data_prep.adapters.json_stream import RawRecord
 from data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn, stable_hash
 
 
+_PLAIN_SCALARS = (bool, int, float, type(None))
+
+
 class BadRecord(Exception):
     """Raised inside an adapter's pure mapping function; the adapter turns it into Quarantined."""
 
@@ -85,7 +88,9 @@ def require_encodable(conv: Conversation) -> Conversation:
         if not text.isascii():  # (constant time) ASCII text holds no surrogate
             text.encode("utf-8")
         "".join([conv.id, conv.user_id, conv.group_id, *conv.other_user_ids]).encode("utf-8")
-        json.dumps(conv.metadata, ensure_ascii=False, default=str).encode("utf-8")
+        if not all(type(k) is str and k.isascii() and (type(v) is str and v.isascii() or type(v) in _PLAIN_SCALARS)
+                   for k, v in conv.metadata.items()):  # (plain ASCII metadata holds no surrogate)
+            json.dumps(conv.metadata, ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError as e:
         raise BadRecord(Reason.INVALID_UTF8, f"text holds an unpaired surrogate ({e.reason})") from None
     return conv
