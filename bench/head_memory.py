@@ -1,6 +1,6 @@
 """Measure what the supervised-only LM head saves: one training step, supervised-only vs full logits.
 
-    .venv/bin/python -m train.head_memory --data_dir runs/default/data --tokens 2048 --repeats 2
+    .venv/bin/python -m bench.head_memory --data_dir runs/default/data --tokens 2048 --repeats 2
 
 Each measurement runs in a fresh process (peak RSS only grows within a process), alternating
 supervised-only / full so machine noise hits both alike. A process loads the base model + LoRA,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {"supervised": [], "full": []}
     for _ in range(args.repeats):
         for mode in ("supervised", "full"):
-            proc = subprocess.run([sys.executable, "-m", "train.head_memory", "--one", mode, "--data_dir", args.data_dir,
+            proc = subprocess.run([sys.executable, "-m", "bench.head_memory", "--one", mode, "--data_dir", args.data_dir,
                                    "--tokens", str(args.tokens), "--base_model", args.base_model],
                                   capture_output=True, text=True, check=True)
             line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
