@@ -59,17 +59,3 @@ def per_turn_items(record: dict[str, Any]) -> list[dict[str, Any]]:
             "turn_index": len(user_idx),
         })
     return items
-
-
-def per_turn_items_batched(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """``Dataset.map(per_turn_items_batched, batched=True, remove_columns=...)`` form."""
-    keys = list(batch)
-    out: dict[str, list[Any]] = {}
-    for j in range(len(batch[keys[0]])):
-        for item in per_turn_items({k: batch[k][j] for k in keys}):
-            for k, v in item.items():
-                out.setdefault(k, []).append(v)
-    if not out:
-        out = {k: [] for k in ("id", "conversation_id", "user_id", "source", "condition", "history",
-                               "target", "target_is_end", "is_last", "turn_index")}
-    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from datasets import Features, List, Value
 
@@ -70,12 +70,6 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._f.close()
-
-
-def iter_conversations(path: str | Path) -> Iterator[Conversation]:
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            yield Conversation.from_row(json.loads(line))
 
 
 def write_json(path: Path, obj: Any) -> None:
