@@ -150,7 +150,7 @@ def persona_from_metadata(metadata: Mapping[str, Any]) -> str:
 
 
 def _words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text)}
+    return set(map(str.lower, _WORD.findall(text)))
 
 
 def rank_typical_openers(openers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -191,7 +191,7 @@ def persona_from_history(ranked_openers: Sequence[tuple[str, str]], exclude_conv
 
 def opener_key(text: str) -> str:
     """What makes two openers the same for the persona ("Hello!" and "hello?" are one opener)."""
-    return " ".join(w.lower() for w in _WORD.findall(text))
+    return " ".join(_WORD.findall(text)).lower()  # (the words are ASCII: lower-casing them is per letter)
 
 
 def persona_head(ranked_openers: Sequence[tuple[str, str]], n_turns: int,
