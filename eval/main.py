@@ -23,6 +23,7 @@ import contextlib
 import json
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,7 +45,7 @@ from eval.judges import Judge, build_judges, item_context
 from eval.paired import PairedResult, complete_pairs, paired_discrimination
 from eval.permutation import cluster_robust_interval
 from eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
-from eval.simulate import SystemTurns
+from eval.simulate import SystemTurns, item_condition
 from eval.style_features import words
 
 RESAMPLE, HOT = "simulator_resample", "simulator_hot"  # the controls' extra simulator samples
@@ -305,10 +306,17 @@ def perplexity_section(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]])
 
     if cfg.perplexity_max_conversations > 0:
         records = records[:cfg.perplexity_max_conversations]
-    rows = {system: user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,
-                                  max_seq_len=cfg.perplexity_max_seq_len, max_windows=cfg.perplexity_max_windows,
-                                  show_progress=cfg.show_progress)
-            for system, use_adapter in ((SIMULATOR, True), (BASE, False))}
+    with warnings.catch_warnings():  # the count of unscored tokens is reported below, once, as a plain line
+        warnings.filterwarnings("ignore", message=r".*user-turn tokens did not fit max_seq_len")
+        rows = {system: user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,
+                                      max_seq_len=cfg.perplexity_max_seq_len, max_windows=cfg.perplexity_max_windows,
+                                      show_progress=cfg.show_progress)
+                for system, use_adapter in ((SIMULATOR, True), (BASE, False))}
+    not_scored = sum(r["n_tokens_dropped"] for r in rows[SIMULATOR])
+    if not_scored:
+        print(f"[usersim eval] perplexity: {not_scored} tokens of user turns longer than perplexity_max_seq_len="
+              f"{cfg.perplexity_max_seq_len} were not scored (in {sum(r['n_tokens_dropped'] > 0 for r in rows[SIMULATOR])}"
+              f" of {len(records)} conversations)")
     metrics = [perplexity_metric(r, s, n_boot=cfg.n_boot, seed=cfg.seed) for s, r in rows.items()]
     return metrics, perplexity_difference(rows[SIMULATOR], rows[BASE], n_boot=cfg.n_boot, seed=cfg.seed)
 
@@ -526,7 +534,9 @@ def main(cfg: EvalConfig) -> Path:
                   "capped": {s: t.n_capped for s, t in turns.items() if s != HUMAN},
                   "empty": {s: t.n_empty for s, t in turns.items() if s != HUMAN},
                   "n_items": len(items), "max_new_tokens": cfg.max_new_tokens,
-                  "max_prompt_tokens": cfg.max_prompt_tokens, "capped_excluded": cfg.exclude_capped}
+                  "max_prompt_tokens": sim.max_prompt_tokens, "capped_excluded": cfg.exclude_capped,
+                  "prompt_turns_dropped": sum(sim.prompt(it["history"], item_condition(it)).turns_dropped > 0
+                                              for it in items)}
     if not cfg.exclude_capped:
         for t in turns.values():
             t.capped = [False] * len(t.capped)

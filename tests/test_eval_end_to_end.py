@@ -125,7 +125,7 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     assert trunc["hit_cap"]["simulator"] > 0 and trunc["capped_excluded"] is False
     # the simulator's cap is the comparison budget: its capped turns are compared (cut), never left out
     assert trunc["cut_at_budget"]["simulator"] >= trunc["hit_cap"]["simulator"] and trunc["capped"]["simulator"] == 0
-    assert "human" in trunc["cut_at_budget"]
+    assert "human" in trunc["cut_at_budget"] and 0 <= trunc["prompt_turns_dropped"] <= doc["n_items"]
     assert set(doc["controls"]["human_vs_human"]) == {"fast", "neural"}
     assert {"simulator_vs_itself", "simulator_hot", "base"} <= set(doc["controls"]["paired"])
     assert doc["controls"]["paired"]["simulator_vs_itself"]["role"] == "null"

@@ -112,6 +112,7 @@ def test_long_history_is_truncated_at_turn_boundaries_keeping_header(tiny_run_di
     kept = [k for k in range(len(turns)) if tokenize_segments(render_generation_prompt(cond, turns[k:]),
                                                               tiny_sim.tokenizer)[0] == cut]
     assert kept == [1]  # exactly the oldest turn dropped
+    assert tiny_sim.prompt(turns, cond).turns_dropped == 1 and tiny_sim.prompt(turns, cond).input_ids == cut
     text = tiny_sim.tokenizer.decode(cut, skip_special_tokens=True)
     assert text.startswith(HEADER) and "Goal: talk about weekend plans" in text
     assert text.endswith(USER_MARKER)

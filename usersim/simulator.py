@@ -40,8 +40,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, is_end_of_conversation,
-                                     tokenize_conversation)
+from data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, TokenizedConversation,
+                                     is_end_of_conversation, tokenize_conversation)
 from data_prep.schema import ROLES, Turn, stable_hash
 from train.config import TrainConfig
 from train.main import resolve_dtype
@@ -412,10 +412,15 @@ class UserSimulator:
             yield self
 
     # -- prompts -------------------------------------------------------------------------------
+    def prompt(self, history: Sequence[Turn | Mapping[str, Any]],
+               condition: Condition | None = None) -> TokenizedConversation:
+        """The generation prompt with its truncation record (``turns_dropped``: oldest whole turns left out)."""
+        return tokenize_conversation(condition or Condition(), as_turns(history), self.tokenizer,
+                                     max_tokens=self.max_prompt_tokens, generation_prompt=True)
+
     def prompt_ids(self, history: Sequence[Turn | Mapping[str, Any]], condition: Condition | None = None) -> list[int]:
         """Token ids of the generation prompt, oldest whole turns dropped to fit max_prompt_tokens."""
-        ids = tokenize_conversation(condition or Condition(), as_turns(history), self.tokenizer,
-                                    max_tokens=self.max_prompt_tokens, generation_prompt=True).input_ids
+        ids = self.prompt(history, condition).input_ids
         if len(ids) > self.max_prompt_tokens:
             warnings.warn(f"the condition header alone is {len(ids)} tokens, over max_prompt_tokens="
                           f"{self.max_prompt_tokens}; using the prompt untruncated", stacklevel=2)
