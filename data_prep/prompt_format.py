@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from data_prep.schema import ASSISTANT, USER, Turn
 
@@ -245,10 +245,6 @@ def drop_condition_fields(condition: Condition, probability: float, rng: random.
             else:
                 changes[name] = ""
     return replace(condition, **changes)
-
-
-def supervised_texts(segments: Iterable[Segment]) -> list[str]:
-    return [s.text for s in segments if s.supervised]
 
 
 def visualize_segments(segments: Sequence[Segment], color: bool = True) -> str:

@@ -102,19 +102,14 @@ def aligned_curves(curves: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def perplexity_metric(rows: Sequence[dict[str, Any]], system: str, *, n_boot: int, seed: int) -> Metric:
-    """exp(sum NLL / sum tokens) of the real user turns, CI by resampling users."""
-    nll = np.array([float(r["nll_sum"]) for r in rows])
-    tokens = np.array([int(r["n_tokens"]) for r in rows])
-    users = [str(r["user_id"]) for r in rows]
+    """exp(sum NLL / sum tokens) of the real user turns, CI by resampling users (eval.perplexity)."""
+    from eval.perplexity import perplexity_with_ci
 
-    def ppl(ix: np.ndarray) -> float:
-        n = tokens[ix].sum()
-        return float(np.exp(nll[ix].sum() / n)) if n else float("nan")
-
-    v, lo, hi = bootstrap_by_user(users, ppl, n_boot=n_boot, seed=seed)
-    return Metric("heldout_perplexity", system, "perplexity", v, lo, hi, int(tokens.sum()), False, None, None,
-                  f"perplexity of the held-out human user turns (incl. end markers) over {len(set(users))} users, "
-                  f"{len(rows)} conversations; n = tokens")
+    p = perplexity_with_ci(rows, n_boot=n_boot, seed=seed)
+    return Metric("heldout_perplexity", system, "perplexity", p["perplexity"], p["ci_low"], p["ci_high"],
+                  p["n_tokens"], False, None, None,
+                  f"perplexity of the held-out human user turns (incl. end markers) over {p['n_users']} users, "
+                  f"{p['n_conversations']} conversations; n = tokens")
 
 
 def perplexity_difference(sim_rows: Sequence[dict[str, Any]], base_rows: Sequence[dict[str, Any]], *, n_boot: int,
