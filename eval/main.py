@@ -20,6 +20,7 @@ Definitions of every metric: eval/METRICS.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -45,6 +46,7 @@ from eval.judges import Judge, build_judges, item_context
 from eval.paired import PairedResult, complete_pairs, paired_discrimination
 from eval.permutation import cluster_robust_interval
 from eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
+from eval.shard import current_shard, merge_rows, merge_turns
 from eval.simulate import SystemTurns, item_condition
 from eval.style_features import words
 
@@ -296,22 +298,28 @@ def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict
     return out
 
 
-def perplexity_section(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]]):
+def perplexity_records(cfg: EvalConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return records[:cfg.perplexity_max_conversations] if cfg.perplexity_max_conversations > 0 else records
+
+
+def perplexity_rows(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per system (simulator, base), eval.perplexity's row of every conversation in ``records``."""
     from eval.perplexity import user_turn_nll
 
-    if cfg.perplexity_max_conversations > 0:
-        records = records[:cfg.perplexity_max_conversations]
-    with warnings.catch_warnings():  # the count of unscored tokens is reported below, once, as a plain line
+    with warnings.catch_warnings():  # the count of unscored tokens is reported once, as a plain line
         warnings.filterwarnings("ignore", message=r".*user-turn tokens did not fit max_seq_len")
-        rows = {system: user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,
+        return {system: user_turn_nll(sim, records, use_adapter=use_adapter, batch_size=cfg.perplexity_batch_size,
                                       max_seq_len=cfg.perplexity_max_seq_len, max_windows=cfg.perplexity_max_windows,
                                       show_progress=cfg.show_progress)
                 for system, use_adapter in ((SIMULATOR, True), (BASE, False))}
-    not_scored = sum(r["n_tokens_dropped"] for r in rows[SIMULATOR])
-    if not_scored:
-        print(f"[usersim eval] perplexity: {not_scored} tokens of user turns longer than perplexity_max_seq_len="
-              f"{cfg.perplexity_max_seq_len} were not scored (in {sum(r['n_tokens_dropped'] > 0 for r in rows[SIMULATOR])}"
-              f" of {len(records)} conversations)")
+
+
+def perplexity_section(cfg: EvalConfig, rows: dict[str, list[dict[str, Any]]]):
+    not_scored = [r["n_tokens_dropped"] for r in rows[SIMULATOR]]
+    if sum(not_scored):
+        print(f"[usersim eval] perplexity: {sum(not_scored)} tokens of user turns longer than "
+              f"perplexity_max_seq_len={cfg.perplexity_max_seq_len} were not scored (in "
+              f"{sum(n > 0 for n in not_scored)} of {len(not_scored)} conversations)")
     metrics = [perplexity_metric(r, s, n_boot=cfg.n_boot, seed=cfg.seed) for s, r in rows.items()]
     return metrics, perplexity_difference(rows[SIMULATOR], rows[BASE], n_boot=cfg.n_boot, seed=cfg.seed)
 
@@ -510,16 +518,33 @@ def main(cfg: EvalConfig) -> Path:
     from usersim.simulator import UserSimulator
 
     out = Path(cfg.output_dir)
-    info = write_run_dir_header(out, cfg, cfg.seed, "eval")
+    shard = current_shard(cfg.device)
+    cfg = dataclasses.replace(cfg, device=shard.device, show_progress=cfg.show_progress and shard.is_main)
+    info = write_run_dir_header(out, cfg, cfg.seed, "eval") if shard.is_main else {}
     items, records, pool = load_held_out(cfg)
     users = [str(it["user_id"]) for it in items]
     sim = UserSimulator.from_pretrained(cfg.run_dir, base_model=cfg.base_model or None, device=cfg.device or None,
                                         dtype=cfg.dtype or None, trust_remote_code=cfg.trust_remote_code,
                                         max_prompt_tokens=cfg.max_prompt_tokens)
     registry, timings = MetricRegistry(), {}
-    print(f"[usersim eval] {len(items)} items from {len(set(users))} held-out users, {len(records)} conversations")
+    if shard.is_main:
+        print(f"[usersim eval] {len(items)} items from {len(set(users))} held-out users, {len(records)} conversations"
+              + (f", shared by {shard.world} processes" if shard.world > 1 else ""))
+    # the model-bound steps, each process over its share of the items and conversations (eval.shard)
+    mine, ppl_records = shard.take(len(items)), perplexity_records(cfg, records)
+    ppl_mine = shard.take(len(ppl_records))
     with timed(timings, "simulate"):
-        generated = generate_all(cfg, sim, items)
+        generated = generate_all(cfg, sim, [items[i] for i in mine])
+    with timed(timings, "perplexity"):
+        ppl_rows = perplexity_rows(cfg, sim, [ppl_records[j] for j in ppl_mine]) if cfg.perplexity else {}
+    if shard.world > 1:
+        generated = merge_turns(len(items), shard.gather((mine, {s: t for s, t in generated.items() if s != HUMAN})))
+        generated[HUMAN] = SystemTurns.human(items)
+        parts = shard.gather((ppl_mine, ppl_rows))
+        ppl_rows = {s: merge_rows(len(ppl_records), [(ix, rows[s]) for ix, rows in parts]) for s in ppl_rows}
+        shard.close()
+        if not shard.is_main:
+            return out
     systems = [s for s in (SIMULATOR, BASE, PROMPTED) if s in generated]
     # every comparison sees each turn, real or simulated, cut to its first max_new_tokens tokens
     turns = {s: t.at_budget(sim.tokenizer, cfg.max_new_tokens, capped_at_budget=s in SAME_CAP)
@@ -536,10 +561,9 @@ def main(cfg: EvalConfig) -> Path:
         for t in turns.values():
             t.capped = [False] * len(t.capped)
     differences: dict[str, Any] = {}
-    with timed(timings, "perplexity"):
-        if cfg.perplexity:
-            ppl, differences["heldout_perplexity"] = perplexity_section(cfg, sim, records)
-            registry.extend(ppl)
+    if ppl_rows:
+        ppl, differences["heldout_perplexity"] = perplexity_section(cfg, ppl_rows)
+        registry.extend(ppl)
     compared = {s: turns[s].compared() for s in [HUMAN, *systems]}
     ends = {s: turns[s].ends for s in [HUMAN, *systems]}
     with timed(timings, "diversity_and_controllability"):
@@ -575,7 +599,7 @@ def main(cfg: EvalConfig) -> Path:
            "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
            "git_revision": info["git_revision"], "versions": info["versions"],
            "train_run": train_run_info(Path(cfg.run_dir)), "n_items": len(items), "n_users": len(set(users)),
-           "n_conversations": len(records), "timings_s": timings}
+           "n_conversations": len(records), "timings_s": timings, "processes": shard.world}
     (out / "metrics.json").write_text(json.dumps(json_safe(doc), indent=1, ensure_ascii=False), encoding="utf-8")
     print(format_table(list(registry), systems))
     print("step timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
