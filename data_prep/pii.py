@@ -118,43 +118,26 @@ def _count_and_replace(kind: str, counts: Counter):
     return repl
 
 
-def scrub_text(text: str, counts: Counter | None = None) -> str:
-    """``text`` with PII replaced by placeholders; ``counts[kind]`` is incremented per replacement.
-
-    A pattern runs only on text that holds what each of its matches must hold (``://`` for URLs,
-    ``@`` for emails, a digit, then for IPv4 four dotted numbers, for IPv6 ``::`` or seven colons,
-    for phones one of the digit shapes of ``_PHONE_HINTS``), checked on the text as the earlier
-    replacements left it, so the result is the same as running every pattern; most turns hold
-    none of these and cost a few substring checks.
-    """
-    counts = counts if counts is not None else Counter()
-
-    if "://" in text:
-        def url(m: re.Match) -> str:
-            u = m.group(0)
-            if _URL_USERINFO.match(u) or _SECRET_PARAM.search(u):
-                counts["credential_url"] += 1
-                return PLACEHOLDERS["credential_url"]
-            return u
-        text = _URL.sub(url, text)
-    if "@" in text:
-        text = _EMAIL.sub(_count_and_replace("email", counts), text)
-    if _ANY_DIGIT.search(text) is None:
-        return text
-
-    def ipv4(m: re.Match) -> str:
+def _ipv4(counts: Counter):
+    def repl(m: re.Match) -> str:
         if not identifies_a_host(m.group(0)):
             return m.group(0)
         counts["ip"] += 1
         return PLACEHOLDERS["ip"]
+    return repl
 
-    def ipv6(m: re.Match) -> str:
+
+def _ipv6(counts: Counter):
+    def repl(m: re.Match) -> str:
         if not (_is_ipv6(m.group(0)) and identifies_a_host(m.group(0))):
             return m.group(0)
         counts["ip"] += 1
         return PLACEHOLDERS["ip"]
+    return repl
 
-    def phone(m: re.Match) -> str:
+
+def _phone(counts: Counter):
+    def repl(m: re.Match) -> str:
         s = m.group(0)
         n = _digits(s)
         if s.startswith("+") and not 8 <= n <= 15:
@@ -163,11 +146,39 @@ def scrub_text(text: str, counts: Counter | None = None) -> str:
             return s
         counts["phone"] += 1
         return PLACEHOLDERS["phone"]
+    return repl
 
+
+def _url(counts: Counter):
+    def repl(m: re.Match) -> str:
+        u = m.group(0)
+        if _URL_USERINFO.match(u) or _SECRET_PARAM.search(u):
+            counts["credential_url"] += 1
+            return PLACEHOLDERS["credential_url"]
+        return u
+    return repl
+
+
+def scrub_text(text: str, counts: Counter | None = None) -> str:
+    """``text`` with PII replaced by placeholders; ``counts[kind]`` is incremented per replacement.
+
+    Each pattern runs only when the text, as the earlier replacements left it, holds what its every
+    match holds (``://`` for URLs, ``@`` for emails, a digit, then for IPv4 four dotted numbers,
+    for IPv6 ``::`` or seven colons, for phones one of the digit shapes of ``_PHONE_HINTS``), so
+    the result is the same as running every pattern; most turns hold none of it and cost a few
+    substring checks.
+    """
+    counts = counts if counts is not None else Counter()
+    if "://" in text:
+        text = _URL.sub(_url(counts), text)
+    if "@" in text:
+        text = _EMAIL.sub(_count_and_replace("email", counts), text)
+    if _ANY_DIGIT.search(text) is None:
+        return text
     if text.count(".") >= 3 and _IPV4_HINT.search(text):
-        text = _IPV4.sub(ipv4, text)
+        text = _IPV4.sub(_ipv4(counts), text)
     if "::" in text or text.count(":") >= 7:  # a compressed or a full 8-group IPv6 address
-        text = _IPV6.sub(ipv6, text)
+        text = _IPV6.sub(_ipv6(counts), text)
     if any(hint.search(text) for hint in _PHONE_HINTS):
-        text = _PHONE.sub(phone, text)
+        text = _PHONE.sub(_phone(counts), text)
     return text

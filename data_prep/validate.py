@@ -49,7 +49,7 @@ def _quarantine(conv: Conversation, reason: str, detail: str) -> Quarantined:
 
 
 def _is_empty(turn: Turn) -> bool:
-    return not turn.text.strip()
+    return not turn.text or turn.text.isspace()  # (what ``not text.strip()`` says, without a copy)
 
 
 def drop_empty_turns(turns: list[Turn]) -> tuple[list[Turn] | None, int]:
@@ -84,7 +84,7 @@ def merge_consecutive_turns(turns: list[Turn]) -> tuple[list[Turn], int]:
             merged[-1] = Turn(t.role, merged[-1].text + "\n" + t.text)
             absorbed += 1
         else:
-            merged.append(Turn(t.role, t.text))
+            merged.append(t)  # (turns are never changed in place: unmerged ones can be shared)
     return merged, absorbed
 
 
