@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from data_prep.adapters import iter_source
+from data_prep.adapters import RawLine, iter_source, iter_source_lines, resolve_line
 from data_prep.annotator import Annotator, annotate_or_fallback, make_annotator
 from data_prep.card import format_summary_table, write_dataset_card
 from data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_from_head, persona_head,
@@ -201,14 +201,18 @@ def quarantine_line(q: Quarantined, scrub_pii: bool) -> str:
     return (scrub_quarantined(q) if scrub_pii else q).to_json()
 
 
-def clean_conversations(convs: list[Conversation], cfg: DataPrepConfig, fractions: dict[str, float]
+def clean_conversations(convs: list[Conversation | Quarantined], cfg: DataPrepConfig, fractions: dict[str, float]
                         ) -> tuple[list[Cleaned], Counter]:
     """The order-free part of pass 1 for a batch (validate, PII scrub, dedupe key, split), and the
-    PII replacements made; pure, so it runs in worker processes."""
+    PII replacements made; pure, so it runs in worker processes. A quarantined item (a raw line
+    the adapter could not map) passes through as its quarantine line."""
     out: list[Cleaned] = []
     pii: Counter = Counter()
     filters = cfg.filters
     for conv in convs:
+        if isinstance(conv, Quarantined):
+            out.append(Cleaned(0, 0, reason=conv.reason, line=quarantine_line(conv, filters.scrub_pii)))
+            continue
         cleaned, stats = validate_conversation(conv, filters)
         if isinstance(cleaned, Quarantined):
             out.append(Cleaned(stats.merged_turns, stats.empty_turns_dropped, reason=cleaned.reason,
@@ -278,9 +282,10 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: JsonlWriter, 
     for src in cfg.sources:
         name = src.name or src.adapter
         counts = per_source.setdefault(name, SourceCounts())
-        items = tqdm(iter_source(src), desc=f"read {name}", unit=" items", disable=not cfg.show_progress,
-                     total=src.max_items or None)
-        for batch, (cleaned, batch_pii) in _batches_cleaned(items, name, counts, cfg, fractions, pool):
+        lines = iter_source_lines(src)  # local JSONL of a line-mapped adapter: parsed by the workers
+        items = tqdm(iter_source(src) if lines is None else lines, desc=f"read {name}", unit=" items",
+                     disable=not cfg.show_progress, total=src.max_items or None)
+        for batch, (cleaned, batch_pii) in _batches_cleaned(items, src.adapter, name, counts, cfg, fractions, pool):
             settle(name, counts, batch, cleaned, batch_pii)
         counts.check(name)
     for w in writers.values():
@@ -289,14 +294,14 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: JsonlWriter, 
             "conversations": {s: w.n for s, w in writers.items()}, "staging": writers}
 
 
-def _batches_cleaned(items: Iterable, name: str, counts: SourceCounts, cfg: DataPrepConfig,
+def _batches_cleaned(items: Iterable, adapter: str, name: str, counts: SourceCounts, cfg: DataPrepConfig,
                      fractions: dict[str, float], pool: Any) -> Iterator[tuple[list, tuple[list[Cleaned], Counter]]]:
-    """(batch of adapter items, :func:`clean_conversations` of its conversations), in order."""
+    """(batch of adapter items, :func:`clean_conversations` of its conversations and raw lines), in order."""
     def batches() -> Iterator[list]:
         batch: list = []
         for item in items:
             counts.read += 1
-            if not isinstance(item, Quarantined) and item.source != name:
+            if isinstance(item, Conversation) and item.source != name:
                 item = replace(item, source=name)
             batch.append(item)
             if len(batch) >= BATCH_ITEMS:
@@ -305,17 +310,18 @@ def _batches_cleaned(items: Iterable, name: str, counts: SourceCounts, cfg: Data
         if batch:
             yield batch
 
-    def convs(batch: list) -> list[Conversation]:
-        return [it for it in batch if not isinstance(it, Quarantined)]
-
     if pool is None:
         for batch in batches():
-            yield batch, clean_conversations(convs(batch), cfg, fractions)
+            convs = [resolve_line(it, adapter, name) if isinstance(it, RawLine) else it
+                     for it in batch if not isinstance(it, Quarantined)]
+            yield batch, clean_conversations(convs, cfg, fractions)
         return
     pending: deque = deque()
     for batch in batches():
-        sent = [conversation_tuple(c) for c in convs(batch)]  # tuples pickle ~3x faster than dataclasses
-        pending.append((batch, pool.apply_async(_worker_clean, (sent, fractions))))
+        # conversations travel as tuples (3x cheaper to pickle than dataclasses), raw lines as they are
+        sent = [(True, tuple(it)) if isinstance(it, RawLine) else (False, conversation_tuple(it))
+                for it in batch if not isinstance(it, Quarantined)]
+        pending.append((batch, pool.apply_async(_worker_clean, (sent, fractions, adapter, name))))
         if len(pending) >= 2 * pool._processes:
             batch, result = pending.popleft()
             yield batch, result.get()
@@ -439,9 +445,11 @@ def tuple_conversation(t: tuple) -> Conversation:
                         location=t[5], group_id=t[6], other_user_ids=t[7])
 
 
-def _worker_clean(convs: list[tuple], fractions: dict[str, float]) -> tuple[list[Cleaned], Counter]:
+def _worker_clean(sent: list[tuple], fractions: dict[str, float], adapter: str, name: str
+                  ) -> tuple[list[Cleaned], Counter]:
     assert _WORKER_CFG is not None
-    return clean_conversations([tuple_conversation(t) for t in convs], _WORKER_CFG, fractions)
+    convs = [resolve_line(RawLine(*t), adapter, name) if is_line else tuple_conversation(t) for is_line, t in sent]
+    return clean_conversations(convs, _WORKER_CFG, fractions)
 
 
 def _worker_condition(task: tuple[str, bytes, list[bytes | None]]) -> dict[str, Any]:

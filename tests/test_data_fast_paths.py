@@ -305,3 +305,35 @@ def reference_wildchat(row):
     metadata = {"system": "\n\n".join(system)} if system else {}
     return require_encodable(Conversation(id="wildchat:h", source="wildchat", user_id="ip", turns=turns,
                                           metadata=metadata, location="f:1"))
+
+
+def test_raw_lines_resolve_to_the_adapters_items(tmp_path):
+    """Reading a local WildChat JSONL as raw lines (parsed later, in workers) yields exactly the
+    adapter's items: BOM, blank lines, bad JSON, invalid UTF-8, unknown roles, a cut last line,
+    max_items, several files."""
+    import codecs
+    import json as _json
+
+    from data_prep.adapters import RawLine, iter_source, iter_source_lines, resolve_line
+    from data_prep.config import SourceConfig
+
+    def row(i, **kw):
+        turns = [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]
+        return _json.dumps({"conversation_hash": f"h{i}", "hashed_ip": f"ip{i % 3}", "conversation": turns,
+                            "language": "English", **kw}).encode()
+
+    first = [codecs.BOM_UTF8 + row(0), b"", b"   ", row(1), b"{nope", b'{"x": "\xe9"}', row(2, model=None),
+             b'{"conversation": [{"role": "moderator", "content": "x"}]}', b"[1, 2]", b'"text"']
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_bytes(b"\n".join(first) + b"\n")
+    (tmp_path / "d" / "b.jsonl").write_bytes(b"\n\n" + row(3) + b"\n" + row(4)[:-5])  # cut last line
+    for max_items in (0, 3, 9):
+        source = SourceConfig(adapter="wildchat", path=str(tmp_path / "d"), name="wc", max_items=max_items)
+        lines = iter_source_lines(source)
+        assert lines is not None
+        got = [resolve_line(it, "wildchat", "wc") if isinstance(it, RawLine) else it for it in lines]
+        assert got == list(iter_source(source)), max_items
+        assert len(got) == (max_items or 10)
+    assert iter_source_lines(SourceConfig(adapter="sharegpt")) is None  # not a line-mapped adapter
+    (tmp_path / "c.json").write_bytes(b"[" + row(5) + b"]")
+    assert iter_source_lines(SourceConfig(adapter="wildchat", path=str(tmp_path / "c.json"))) is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from data_prep.adapters.json_stream import RawRecord
 from data_prep.adapters.paths import check_options, source_name
 from data_prep.adapters.record_checks import (BadRecord, map_role, content_text, metadata_value, optional_str,
                                               quarantine_raw, require_encodable, require_field,
@@ -76,10 +77,14 @@ def read_wildchat(source: SourceConfig) -> Iterator[AdapterItem]:
 
 def _read(rows, name: str) -> Iterator[AdapterItem]:
     for location, rec in rows:
-        if not rec.ok:
-            yield quarantine_raw(name, location, rec)
-            continue
-        try:
-            yield wildchat_conversation(rec.value, name, location)
-        except BadRecord as e:
-            yield Quarantined(name, e.reason, location, e.detail, rec.value)
+        yield map_row(location, rec, name)
+
+
+def map_row(location: str, rec: RawRecord, name: str) -> AdapterItem:
+    """The item of one read row (a quarantine for a row that could not be read or mapped)."""
+    if not rec.ok:
+        return quarantine_raw(name, location, rec)
+    try:
+        return wildchat_conversation(rec.value, name, location)
+    except BadRecord as e:
+        return Quarantined(name, e.reason, location, e.detail, rec.value)
