@@ -5,7 +5,8 @@ held in memory or written twice: ``datasets.load_from_disk`` reads the result as
 ``save_to_disk`` had written it (``dataset_dict.json``; per split ``data-XXXXX-of-YYYYY.arrow``
 shards of at most ``max_shard_bytes``, ``dataset_info.json`` with the features and
 ``state.json``). Shards are Arrow IPC streams with the features in their schema metadata,
-written by ``datasets.arrow_writer.ArrowWriter``.
+written by ``datasets.arrow_writer.ArrowWriter``. ``datasets`` is imported when a split is
+written, not with this module (it takes about half a second).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pyarrow as pa
-from datasets import DatasetInfo, Features
-from datasets.arrow_writer import ArrowWriter
-from datasets.fingerprint import generate_random_fingerprint
+
+if TYPE_CHECKING:
+    from datasets import Features
+    from datasets.arrow_writer import ArrowWriter
 
 MAX_SHARD_BYTES = 500 * 1000 * 1000  # datasets' default max_shard_size ("500MB")
 
@@ -51,6 +53,8 @@ class SplitWriter:
         self._writer: ArrowWriter | None = None
 
     def _open_shard(self) -> ArrowWriter:
+        from datasets.arrow_writer import ArrowWriter
+
         path = self.folder / f"shard-{len(self._shards):05d}.arrow.tmp"
         self._shards.append(path)
         self._writer = ArrowWriter(features=self.features, path=str(path))
@@ -68,6 +72,9 @@ class SplitWriter:
         self.rows += table.num_rows
 
     def close(self) -> None:
+        from datasets import DatasetInfo
+        from datasets.fingerprint import generate_random_fingerprint
+
         writer = self._writer or self._open_shard()  # an empty split still gets one (schema-only) shard
         writer.finalize()
         writer.close()

@@ -28,13 +28,13 @@ import multiprocessing
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
@@ -50,7 +50,6 @@ from data_prep.dedupe import DuplicateFilter, conversation_key
 from data_prep.pii import scrub_text
 from data_prep.prompt_format import STYLE_KEYS, Condition
 from data_prep.records import per_turn_items
-from data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES, JsonlWriter, write_json
 from data_prep.run_info import peak_rss_mb, write_run_dir_header
 from data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn
 from data_prep.split import HELD_OUT, SPLITS, TRAIN, assert_no_held_out_leak, route_conversation, split_fractions
@@ -59,6 +58,35 @@ from data_prep.validate import validate_conversation
 MAX_OPENERS_PER_USER = 50  # training openers remembered per user for the persona summary
 CHUNK_ROWS = 500  # staged conversations per conditioning task (one Arrow batch each)
 BATCH_ITEMS = 500  # adapter items per cleaning task
+
+
+class LineWriter:
+    """Append-only text file, one line per call (the quarantine file)."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = Path(path).open("w", encoding="utf-8")
+
+    def write_line(self, line: str) -> None:
+        self._f.write(line + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def import_output_modules() -> None:
+    """Import what writing the dataset needs (``datasets``: about half a second), so a thread can
+    do it while pass 1 runs; nothing before pass 2 needs it."""
+    import datasets.arrow_writer  # noqa: F401
+    import datasets.fingerprint  # noqa: F401
+
+    import data_prep.records_io  # noqa: F401
+
+
+def output_schemas() -> tuple[pa.Schema, pa.Schema]:
+    """The Arrow schemas of conversation records and per-turn items (data_prep.records_io)."""
+    from data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
+
+    return RECORD_FEATURES.arrow_schema, TURN_ITEM_FEATURES.arrow_schema
 
 
 class SourceCounts:
@@ -231,7 +259,7 @@ def clean_conversations(convs: list[Conversation | Quarantined], cfg: DataPrepCo
     return out, pii
 
 
-def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: JsonlWriter, pool: Any = None) -> dict[str, Any]:
+def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, pool: Any = None) -> dict[str, Any]:
     """Pass 1: every source item ends kept (in a split's staging file) or quarantined.
 
     Items are read in batches; :func:`clean_conversations` runs on each batch (in ``pool`` when
@@ -357,9 +385,10 @@ class Conditioner:
     """Pass 2 on one chunk of a staged split: conditioned records and (held-out splits) per-turn
     items, as Arrow tables. Runs in this process (annotator, ``num_proc`` 1) or in workers."""
 
-    def __init__(self, cfg: DataPrepConfig, annotator: Annotator | None = None,
+    def __init__(self, cfg: DataPrepConfig, schemas: tuple[pa.Schema, pa.Schema], annotator: Annotator | None = None,
                  annotator_counts: Counter | None = None) -> None:
         self.cfg = cfg
+        self.record_schema, self.item_schema = schemas
         self.annotator = annotator
         self.annotator_counts = annotator_counts if annotator_counts is not None else Counter()
 
@@ -391,10 +420,10 @@ class Conditioner:
         scrubbed: Counter = Counter()
         rows = list(self.records(data, heads, scrubbed))
         out: dict[str, Any] = {"split": split, "scrubbed": scrubbed, "items": None,
-                               "records": pa.Table.from_pylist(rows, schema=RECORD_FEATURES.arrow_schema)}
+                               "records": pa.Table.from_pylist(rows, schema=self.record_schema)}
         if split in HELD_OUT:
             items = [it for row in rows for it in per_turn_items(row)]
-            out["items"] = pa.Table.from_pylist(items, schema=TURN_ITEM_FEATURES.arrow_schema)
+            out["items"] = pa.Table.from_pylist(items, schema=self.item_schema)
         return out
 
 
@@ -452,9 +481,10 @@ def _worker_clean(sent: list[tuple], fractions: dict[str, float], adapter: str, 
     return clean_conversations(convs, _WORKER_CFG, fractions)
 
 
-def _worker_condition(task: tuple[str, bytes, list[bytes | None]]) -> dict[str, Any]:
+def _worker_condition(task: tuple[str, bytes, list[bytes | None], tuple[pa.Schema, pa.Schema]]) -> dict[str, Any]:
     assert _WORKER_CFG is not None
-    out = Conditioner(_WORKER_CFG).chunk(*task)
+    split, data, heads, schemas = task
+    out = Conditioner(_WORKER_CFG, schemas).chunk(split, data, heads)
     out["records"] = table_to_ipc(out["records"])
     out["items"] = None if out["items"] is None else table_to_ipc(out["items"])
     return out
@@ -488,7 +518,8 @@ def conditioned_chunks(cfg: DataPrepConfig, tasks: Iterable, conditioner: Condit
     if pool is None or conditioner.annotator is not None:
         yield from (conditioner.chunk(*task) for task in tasks)
         return
-    for out in _in_order(pool, _worker_condition, tasks, window=2 * cfg.num_proc):
+    schemas = (conditioner.record_schema, conditioner.item_schema)
+    for out in _in_order(pool, _worker_condition, ((*task, schemas) for task in tasks), window=2 * cfg.num_proc):
         out["records"] = table_from_ipc(out["records"])
         out["items"] = None if out["items"] is None else table_from_ipc(out["items"])
         yield out
@@ -497,6 +528,8 @@ def conditioned_chunks(cfg: DataPrepConfig, tasks: Iterable, conditioner: Condit
 def write_dataset(cfg: DataPrepConfig, folder: Path, passed: dict[str, Any], tasks: Iterable,
                   conditioner: Conditioner, pool: Any, scrubbed: Counter) -> DatasetDictWriter:
     """Pass 2: conditioned records per split and per-turn items for held-out splits, as Arrow."""
+    from data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
+
     features = {s: RECORD_FEATURES for s in SPLITS}
     features.update({f"{s}_turns": TURN_ITEM_FEATURES for s in HELD_OUT})
     writer = DatasetDictWriter(folder, features)
@@ -529,17 +562,22 @@ def check_no_held_out_leak(train_folder: Path, held_out_users: set[str]) -> int:
 def main(cfg: DataPrepConfig) -> Path:
     random.seed(cfg.seed)  # nothing below draws at random; the split is a hash of (seed, user id)
     started = time.time()
-    if not cfg.show_progress:
-        datasets.disable_progress_bars()
     annotator = make_annotator(cfg.conditioning.annotator)  # a bad annotator config fails before reading
     out = Path(cfg.output_dir)
     write_run_dir_header(out, cfg, cfg.seed, "data")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    pool = make_pool(cfg)
+    pool = make_pool(cfg)  # (forked before any thread starts)
+    importer = threading.Thread(target=import_output_modules, name="usersim-data-imports", daemon=True)
+    importer.start()
     try:
-        quarantine = JsonlWriter(out / "quarantine.jsonl")
+        quarantine = LineWriter(out / "quarantine.jsonl")
         passed = stream_sources(cfg, staging, quarantine, pool)
         quarantine.close()
+        importer.join()
+        if not cfg.show_progress:
+            import datasets
+
+            datasets.disable_progress_bars()
 
         heads: dict[str, bytes] = {}
 
@@ -549,7 +587,7 @@ def main(cfg: DataPrepConfig) -> Path:
 
         annotator_counts: Counter = Counter()
         scrubbed: Counter = Counter()
-        conditioner = Conditioner(cfg, annotator, annotator_counts)
+        conditioner = Conditioner(cfg, output_schemas(), annotator, annotator_counts)
         in_workers = pool is not None and annotator is None
         tasks = condition_tasks(cfg, passed, rank, held_out_first=in_workers)
         written = write_dataset(cfg, staging / "dataset", passed, tasks, conditioner, pool, scrubbed)
@@ -576,6 +614,8 @@ def main(cfg: DataPrepConfig) -> Path:
         "time_s": round(time.time() - started, 1),
         "peak_rss_mb": peak_rss_mb(children=True),
     }
+    from data_prep.records_io import write_json
+
     write_json(out / "summary.json", summary)
     write_dataset_card(out / "README.md", cfg, summary)
     print(format_summary_table(summary))
