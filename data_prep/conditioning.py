@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 from dataclasses import replace
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
 
 from data_prep.config import ConditioningConfig
-from data_prep.leakage import LEAK_NGRAM, ngram_set, normalised_words, word_ngrams_of
+from data_prep.leakage import LEAK_NGRAM, ngram_set, ngram_set_of_words, normalised_words, word_ngrams_of
 from data_prep.prompt_format import Condition
 from data_prep.schema import USER, Conversation
 from data_prep.style import sentences, style_buckets
@@ -102,9 +103,12 @@ def clip(text: str, max_chars: int) -> str:
     return text[: max(0, max_chars - 1)].rstrip() + "…"
 
 
+_NOT_CONTENT = ENGLISH_STOP_WORDS | CHAT_FILLER_WORDS
+
+
 def is_content_word(word: str) -> bool:
     """A normalised word that can carry a fact: a number, or 3+ characters and no stop/filler word."""
-    return word.isdigit() or (len(word) >= 3 and word not in ENGLISH_STOP_WORDS and word not in CHAT_FILLER_WORDS)
+    return word.isdigit() or (len(word) >= 3 and word not in _NOT_CONTENT)
 
 
 def keywords(text: str, max_words: int, avoid: AbstractSet[tuple[str, ...]] = frozenset(),
@@ -114,12 +118,18 @@ def keywords(text: str, max_words: int, avoid: AbstractSet[tuple[str, ...]] = fr
     A word that would complete, with the words already picked, an n-gram in ``avoid`` is skipped,
     so ``", ".join(result)`` never holds a span of the texts ``avoid`` was made from.
     """
+    return _pick_keywords(normalised_words(text), max_words, avoid, n)
+
+
+def _pick_keywords(words: Iterable[str], max_words: int, avoid: AbstractSet[tuple[str, ...]], n: int) -> list[str]:
+    """:func:`keywords` of a text's normalised words."""
     picked: list[str] = []
-    for word in dict.fromkeys(normalised_words(text)):
+    for word in dict.fromkeys(words):
         if len(picked) >= max_words:
             break
-        completes = len(picked) >= n - 1 and tuple(picked[len(picked) - n + 1:] + [word]) in avoid
-        if not is_content_word(word) or completes:
+        if not (word.isdigit() or (len(word) >= 3 and word not in _NOT_CONTENT)):  # is_content_word
+            continue
+        if len(picked) >= n - 1 and tuple(picked[len(picked) - n + 1:] + [word]) in avoid:
             continue
         picked.append(word)
     return picked
@@ -263,10 +273,12 @@ def join_persona(parts: Sequence[str], openers: Sequence[str]) -> str:
 # ---- goal ----------------------------------------------------------------------------------
 
 def goal_from_conversation(conv: Conversation, max_chars: int,
-                           avoid: AbstractSet[tuple[str, ...]] | None = None) -> str:
+                           avoid: AbstractSet[tuple[str, ...]] | None = None,
+                           first_words: Sequence[str] | None = None) -> str:
     """Corpus goal metadata, else the keywords of the first user turn ("" when it has none).
 
-    ``avoid``: ``ngram_set`` of the user turns, when the caller has it already."""
+    ``avoid``: ``ngram_set`` of the user turns, ``first_words``: the normalised words of the first
+    one, when the caller has them already."""
     for key in GOAL_METADATA_KEYS:
         value = conv.metadata.get(key)
         if isinstance(value, str) and value.strip():
@@ -274,7 +286,9 @@ def goal_from_conversation(conv: Conversation, max_chars: int,
     users = conv.user_turns()
     if not users:
         return ""
-    return clip(", ".join(keywords(users[0], GOAL_KEYWORDS, ngram_set(users) if avoid is None else avoid)), max_chars)
+    avoid = ngram_set(users) if avoid is None else avoid
+    words = normalised_words(users[0]) if first_words is None else first_words
+    return clip(", ".join(_pick_keywords(words, GOAL_KEYWORDS, avoid, LEAK_NGRAM)), max_chars)
 
 
 # ---- knowledge -----------------------------------------------------------------------------
@@ -318,6 +332,13 @@ def abstract_goal(goal: str, avoid: AbstractSet[tuple[str, ...]], n: int = LEAK_
     return ", ".join(keywords(goal, GOAL_KEYWORDS, avoid, n))
 
 
+@lru_cache(maxsize=1 << 14)
+def _piece_words(text: str) -> list[str]:
+    """normalised_words of a persona part or opener (these repeat: a user's openers, countries);
+    the list is never changed by its callers."""
+    return normalised_words(text)
+
+
 def scrub_condition(condition: Condition, user_turns: Sequence[str], n: int = LEAK_NGRAM,
                     counts: Counter | None = None, avoid: AbstractSet[tuple[str, ...]] | None = None) -> Condition:
     """``condition`` whose :func:`~data_prep.leakage.condition_text` shares no ``n``-word span
@@ -352,12 +373,12 @@ def scrub_condition(condition: Condition, user_turns: Sequence[str], n: int = LE
     kept_parts: list[str] = []
     kept_openers: list[str] = []
     for part in parts:
-        new_tail = fits(normalised_words(part))
+        new_tail = fits(_piece_words(part))
         if new_tail is not None:
             kept_parts.append(part)
             tail = new_tail
     for opener in openers:
-        new_tail = fits((_OPENERS_LABEL_WORDS if not kept_openers else []) + normalised_words(opener))
+        new_tail = fits((_OPENERS_LABEL_WORDS if not kept_openers else []) + _piece_words(opener))
         if new_tail is not None:
             kept_openers.append(opener)
             tail = new_tail
@@ -392,7 +413,8 @@ def build_condition(conv: Conversation, cfg: ConditioningConfig, persona_history
     """The heuristic condition of ``conv``'s user (fields switched off in ``cfg`` stay empty),
     scrubbed of the user's own wording (:func:`scrub_condition`, counted in ``scrubbed``)."""
     users = [t.text for t in conv.turns if t.role == USER]
-    avoid = ngram_set(users)  # the user's n-grams, shared by the keyword pickers and the scrub
+    words = [normalised_words(t) for t in users]
+    avoid = ngram_set_of_words(words)  # the user's n-grams, shared by the keyword pickers and the scrub
     discloses: list[str] = []
     asks: list[str] = []
     if cfg.knowledge:
@@ -403,7 +425,7 @@ def build_condition(conv: Conversation, cfg: ConditioningConfig, persona_history
                              cfg.max_item_chars, avoid)
     condition = Condition(
         persona=build_persona(conv.metadata, persona_history) if cfg.persona else "",
-        goal=goal_from_conversation(conv, cfg.max_item_chars, avoid) if cfg.goal else "",
+        goal=goal_from_conversation(conv, cfg.max_item_chars, avoid, words[0] if words else None) if cfg.goal else "",
         knowledge_discloses=discloses,
         knowledge_asks=asks,
         style=style_buckets(users) if cfg.style else {},

@@ -43,13 +43,14 @@ def word_ngrams(text: str, n: int = LEAK_NGRAM) -> list[tuple[str, ...]]:
 
 def ngram_set(texts: Iterable[str], n: int = LEAK_NGRAM) -> set[tuple[str, ...]]:
     """The n-grams of each text, united; n-grams never span two texts."""
+    return ngram_set_of_words((normalised_words(t) for t in texts), n)
+
+
+def ngram_set_of_words(word_lists: Iterable[Sequence[str]], n: int = LEAK_NGRAM) -> set[tuple[str, ...]]:
+    """:func:`ngram_set` of texts given as their normalised words."""
     out: set[tuple[str, ...]] = set()
-    for t in texts:
-        if n == 4:
-            w = normalised_words(t)
-            out.update(zip(w, w[1:], w[2:], w[3:]))
-        else:
-            out.update(word_ngrams(t, n))
+    for w in word_lists:
+        out.update(zip(w, w[1:], w[2:], w[3:]) if n == 4 else word_ngrams_of(w, n))
     return out
 
 
