@@ -15,9 +15,9 @@ Reads straight through:
    ``num_proc``. With an annotator the chunks are conditioned in this process, in order;
 4. assert no training row carries a held-out user; write summary.json and the dataset card.
 
-Memory does not hold the corpus: what grows with it is one 32-hex key per kept conversation
-(dedupe), the user ids per split, and up to ``MAX_OPENERS_PER_USER`` clipped openers per training
-user until they are ranked (then only the few a persona can use are kept).
+Memory does not hold the corpus: what grows with it is one 128-bit key per kept conversation
+(dedupe), the user ids per split, and per training user with several conversations the few
+openers a persona history can show (the openers themselves wait on disk until they are ranked).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter, defaultdict, deque
 from dataclasses import replace
 from pathlib import Path
@@ -205,6 +206,46 @@ class StagingWriter:
             return f.read(chunk[1] - chunk[0])
 
 
+class OpenerSpill:
+    """Every training conversation's (user, conversation id, clipped opener), in reading order, on
+    disk in ``PARTITIONS`` files by user (a CRC of the user id), so the openers cost no memory
+    during pass 1 and :func:`user_heads` reads one partition's users at a time."""
+
+    PARTITIONS = 32
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._files = [(self.folder / f"{k:02d}.bin").open("wb") for k in range(self.PARTITIONS)]
+
+    def add(self, user_id: str, cid: str, opener: str) -> None:
+        data = marshal.dumps((user_id, cid, opener))
+        f = self._files[zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % self.PARTITIONS]
+        f.write(len(data).to_bytes(4, "little") + data)
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+    def partitions(self) -> Iterator[dict[str, list[tuple[str, str]]]]:
+        """Per partition: user -> their first ``MAX_OPENERS_PER_USER`` (conversation id, opener)."""
+        for k in range(self.PARTITIONS):
+            path = self.folder / f"{k:02d}.bin"
+            data = path.read_bytes()
+            users: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            pos = 0
+            while pos < len(data):
+                size = int.from_bytes(data[pos:pos + 4], "little")
+                user_id, cid, opener = marshal.loads(data[pos + 4:pos + 4 + size])
+                pos += 4 + size
+                found = users[user_id]
+                if len(found) < MAX_OPENERS_PER_USER:
+                    found.append((cid, opener))
+            del data
+            path.unlink()
+            yield users
+
+
 # ---- pass 1 ------------------------------------------------------------------------------
 
 class Cleaned(NamedTuple):
@@ -268,8 +309,7 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
     fractions = split_fractions(cfg.split)
     writers = {s: StagingWriter(staging / f"{s}.bin") for s in SPLITS}
     users: dict[str, set[str]] = {s: set() for s in SPLITS}
-    # user -> marshalled (conversation id, clipped opener): one small object each
-    openers: dict[str, list[bytes]] = defaultdict(list)
+    openers = OpenerSpill(staging / "openers")
     per_source: dict[str, SourceCounts] = {}
     stats: Counter = Counter()
     pii: Counter = Counter()
@@ -304,8 +344,8 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
             writers[c.split].write_frame(c.frame)
             users[c.split].add(c.user_id)
             counts.kept += 1
-            if c.split == TRAIN and len(openers[c.user_id]) < MAX_OPENERS_PER_USER:
-                openers[c.user_id].append(marshal.dumps((c.cid, c.opener)))
+            if c.split == TRAIN:
+                openers.add(c.user_id, c.cid, c.opener)
 
     for src in cfg.sources:
         name = src.name or src.adapter
@@ -318,6 +358,7 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
         counts.check(name)
     for w in writers.values():
         w.close()
+    openers.close()
     return {"per_source": per_source, "users": users, "openers": openers, "stats": stats, "pii": pii,
             "conversations": {s: w.n for s, w in writers.items()}, "staging": writers}
 
@@ -360,16 +401,15 @@ def _batches_cleaned(items: Iterable, adapter: str, name: str, counts: SourceCou
 
 # ---- pass 2 ------------------------------------------------------------------------------
 
-def user_heads(openers: dict[str, list[bytes]], n_turns: int) -> dict[str, bytes]:
-    """Per user with more than one training opener (each a marshalled ``(conversation id, opener)``):
-    the marshalled :func:`~data_prep.conditioning.persona_head` of the ranked openers, all a
-    persona history needs; the openers themselves are freed as it goes."""
+def user_heads(openers: OpenerSpill, n_turns: int) -> dict[str, bytes]:
+    """Per user with more than one training opener: the marshalled
+    :func:`~data_prep.conditioning.persona_head` of their ranked openers, all a persona history
+    needs (read one partition of users at a time)."""
     heads = {}
-    for user in list(openers):
-        found = openers.pop(user)
-        if len(found) > 1:
-            ranked = rank_typical_openers([marshal.loads(entry) for entry in found])
-            heads[user] = marshal.dumps(tuple(persona_head(ranked, n_turns)))
+    for users in openers.partitions():
+        for user, found in users.items():
+            if len(found) > 1:
+                heads[user] = marshal.dumps(tuple(persona_head(rank_typical_openers(found), n_turns)))
     return heads
 
 
