@@ -40,13 +40,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 all: report
-	@$(PY) -m eval.summary $(RUNS)
+	@$(PY) -m usersim.eval.summary $(RUNS)
 
 data: $(STAMP)
 	$(USERSIM) data --config $(DATA_CONFIG) --output_dir $(RUNS)/data
 
 train: data
-	$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) -m train.main \
+	$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) -m usersim.train.main \
 		--config $(TRAIN_CONFIG) --output_dir $(RUNS)/train data_dir=$(RUNS)/data
 
 eval: train

@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator
 
-from data_prep.conditioning import build_condition
-from data_prep.config import ConditioningConfig, FilterConfig, SourceConfig
-from data_prep.records import conversation_record
-from data_prep.schema import ASSISTANT, USER, Conversation, Turn
-from data_prep.validate import validate_conversation
+from usersim.data_prep.conditioning import build_condition
+from usersim.data_prep.config import ConditioningConfig, FilterConfig, SourceConfig
+from usersim.data_prep.records import conversation_record
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Turn
+from usersim.data_prep.validate import validate_conversation
 
 _WORDS = ("i you the a is to and of it that what do like my so have was in for not but just "
           "how about can think know really yes no ok well good great thanks why when where "
@@ -23,7 +23,7 @@ _WORDS = ("i you the a is to and of it that what do like my so have was in for n
 
 
 def _kept(adapter: str, max_items: int, filters: FilterConfig) -> Iterator[Conversation]:
-    from data_prep.adapters import iter_source
+    from usersim.data_prep.adapters import iter_source
 
     for item in iter_source(SourceConfig(adapter=adapter, max_items=max_items)):
         if isinstance(item, Conversation):

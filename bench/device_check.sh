@@ -32,9 +32,9 @@ cp bench/results/gpu_train*.json "$OUT/" 2>/dev/null || true
 
 # 2. the smoke pipeline on the GPU: data -> tiny train -> eval (generation + perplexity on cuda)
 R=/tmp/runs/smoke
-python3 -m data_prep.main --config configs/data/smoke.yaml --output_dir $R/data
-python3 -m train.main --config configs/train/smoke.yaml --output_dir $R/train data_dir=$R/data
-timeout 300 python3 -m eval.main --config configs/eval/smoke.yaml --output_dir $R/eval data_dir=$R/data \
+python3 -m usersim.data_prep.main --config configs/data/smoke.yaml --output_dir $R/data
+python3 -m usersim.train.main --config configs/train/smoke.yaml --output_dir $R/train data_dir=$R/data
+timeout 300 python3 -m usersim.eval.main --config configs/eval/smoke.yaml --output_dir $R/eval data_dir=$R/data \
   run_dir=$R/train show_progress=false 2>&1 | tee "$OUT/eval_smoke.log"
 python3 - "$R/eval/metrics.json" <<'PY' | tee "$OUT/eval_timings.txt"
 import json, sys

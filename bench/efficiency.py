@@ -1,7 +1,7 @@
 """Benchmark 2: achieved training FLOP/s vs this machine's matmul peak, and LM-head memory.
 
 Training FLOP/s: a few optimizer steps of conversation-level LoRA training (packed rows,
-train.loss.supervised_only_loss) on a chitchat slice, FLOPs counted by bench/flops.py
+usersim.train.loss.supervised_only_loss) on a chitchat slice, FLOPs counted by bench/flops.py
 (4·N_non-embedding per token + 4·d·V per supervised position), divided by the wall time of
 the timed steps (after one warm-up step). The denominator is ``torch.matmul`` float32 on
 2048×2048 operands measured in the same run, at the same thread count, before and after the
@@ -40,8 +40,8 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": []}
 
 def packed_rows(tok_dir: str, records: list[dict[str, Any]], max_seq_len: int, max_tokens: int,
                 seed: int) -> list[dict[str, torch.Tensor]]:
-    from train.batching import collate, plan_batches
-    from train.examples import record_to_example
+    from usersim.train.batching import collate, plan_batches
+    from usersim.train.examples import record_to_example
 
     tok = load_tokenizer(tok_dir)
     examples = [record_to_example(r, tok, max_seq_len=max_seq_len) for r in records]
@@ -53,8 +53,8 @@ def packed_rows(tok_dir: str, records: list[dict[str, Any]], max_seq_len: int, m
 def train_flops_rate(spec: dict[str, Any], tok_dir: str, records: list[dict[str, Any]], *, steps: int,
                      max_seq_len: int, max_tokens: int, seed: int, threads: int) -> dict[str, Any]:
     """Timed conversation-level LoRA steps; FLOPs by the convention in bench/flops.py (child process)."""
-    from train.batching import batch_token_counts
-    from train.loss import supervised_only_loss
+    from usersim.train.batching import batch_token_counts
+    from usersim.train.loss import supervised_only_loss
 
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tok_dir)
@@ -95,7 +95,7 @@ def train_flops_rate(spec: dict[str, Any], tok_dir: str, records: list[dict[str,
 def head_memory(spec: dict[str, Any], tok_dir: str, records: list[dict[str, Any]], *, mode: str, max_seq_len: int,
                 max_tokens: int, seed: int, threads: int) -> dict[str, Any]:
     """One forward+backward of the fullest packed row; peak RSS growth over the step (child process)."""
-    from train.loss import supervised_only_loss
+    from usersim.train.loss import supervised_only_loss
 
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(tok_dir)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             if name == "tiny":
-                from train.tiny_model import train_tiny_tokenizer
+                from usersim.train.tiny_model import train_tiny_tokenizer
 
                 tok_dir = str(Path(tmp) / "tok")
                 train_tiny_tokenizer(all_texts(records), vocab_size=512).save_pretrained(tok_dir)

@@ -2,7 +2,7 @@
 
 ``gemma_checkpoint()`` returns a local safetensors checkpoint directory:
 
-1. the train stage's converted checkpoint (``train.base_model.convert_packaged_gguf``, cached under
+1. the train stage's converted checkpoint (``usersim.train.base_model.convert_packaged_gguf``, cached under
    ``~/.cache/usersim/models/``) when it exists or can be made;
 2. otherwise, if that conversion fails, a benchmark-only copy under ``~/.cache/usersim/bench/``:
    the same GGUF loaded the same way, the quantizer marker dropped, saved as safetensors. (An
@@ -58,11 +58,11 @@ def gemma_checkpoint(create: bool = True) -> Path | None:
     if not create:
         return None
     try:
-        from train.base_model import convert_packaged_gguf
-        from train.config import TrainConfig
+        from usersim.train.base_model import convert_packaged_gguf
+        from usersim.train.config import TrainConfig
 
         out = convert_packaged_gguf(TrainConfig())
         return Path(out[0] if isinstance(out, tuple) else out)
     except ValueError as err:
-        print(f"[bench] train.base_model.convert_packaged_gguf failed ({err}); making a bench-only copy")
+        print(f"[bench] usersim.train.base_model.convert_packaged_gguf failed ({err}); making a bench-only copy")
         return _bench_copy()

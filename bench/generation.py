@@ -1,7 +1,7 @@
 """Benchmark 4: batched generation (KV cache, left padding) vs one prompt at a time.
 
 Eval's simulation step writes the next user turn for every held-out per-turn item. This compares
-that step as eval runs it (``eval.simulate.generate_turns``: prompts ordered by length, batches of
+that step as eval runs it (``usersim.eval.simulate.generate_turns``: prompts ordered by length, batches of
 16 through ``UserSimulator.generate_from_prompt_ids``, the engine of ``respond_batch``) with one
 item at a time (``respond`` semantics: ``respond_batch`` on a single row), on the same items, the
 same per-row seeds (so both produce the same turns) and the same ``max_new_tokens``, alternating
@@ -28,9 +28,9 @@ import torch
 from bench.corpora import all_texts, real_records, synthetic_records
 from bench.gemma_base import gemma_checkpoint
 from bench.harness import alternate, format_table, machine_info, median_of, write_result
-from data_prep.prompt_format import Condition
-from data_prep.records import per_turn_items
-from eval.simulate import generate_turns
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.records import per_turn_items
+from usersim.eval.simulate import generate_turns
 from usersim.simulator import UserSimulator, derive_seed
 
 def eval_items(source: str, n_items: int) -> tuple[list[dict], list[str]]:
@@ -48,7 +48,7 @@ def eval_items(source: str, n_items: int) -> tuple[list[dict], list[str]]:
 
 def load_simulator(name: str, texts: list[str]) -> UserSimulator:
     if name == "tiny":
-        from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+        from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 
         tok = train_tiny_tokenizer(texts, vocab_size=512)
         return UserSimulator(build_tiny_model(tok, seed=0), tok)
@@ -63,7 +63,7 @@ def bench_model(name: str, items: list[dict], texts: list[str], batch_size: int,
     sim = load_simulator(name, texts)
     histories = [it["history"] for it in items]
     conditions = [Condition.from_row(it["condition"]) for it in items]
-    # eval.simulate.generate_turns seeds row (item i, sample 0) with derive_seed(seed, item id, 0)
+    # usersim.eval.simulate.generate_turns seeds row (item i, sample 0) with derive_seed(seed, item id, 0)
     seeds = [derive_seed(0, it.get("id", i), 0) for i, it in enumerate(items)]
     gen = {"max_new_tokens": max_new_tokens}
 

@@ -5,7 +5,7 @@ data are random token conversations with the simulator format's structure). Both
 train the same LoRA settings on the same conversations:
 
 - ``conversation``: one sequence per conversation, every user turn supervised, rows packed
-  padding-free (train.batching), LM head at supervised positions only (train.loss);
+  padding-free (usersim.train.batching), LM head at supervised positions only (usersim.train.loss);
 - ``per_turn``: one sample per user turn carrying its whole history (bench.per_turn), padded
   batches in random order (TRL's default collation), the model's own full-logits loss.
 
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    from train.batching import collate, plan_batches
-    from train.loss import supervised_only_loss
+    from usersim.train.batching import collate, plan_batches
+    from usersim.train.loss import supervised_only_loss
 
     config = model_config(args.tiny)
     config._attn_implementation = args.attn

@@ -23,15 +23,15 @@ import time
 def one_step(mode: str, data_dir: str, tokens: int, base_model: str) -> dict:
     import torch
 
-    from data_prep.prompt_format import IGNORE_INDEX
-    from data_prep.run_info import peak_rss_mb
-    from train.base_model import prepare_base_model
-    from train.batching import collate_packed, pack_rows
-    from train.config import LoraSettings, TrainConfig
-    from train.examples import records_to_examples
-    from train.lora import wrap_with_lora
-    from train.loss import supervised_only_loss
-    from train.main import load_records, resolve_dtype
+    from usersim.data_prep.prompt_format import IGNORE_INDEX
+    from usersim.data_prep.run_info import peak_rss_mb
+    from usersim.train.base_model import prepare_base_model
+    from usersim.train.batching import collate_packed, pack_rows
+    from usersim.train.config import LoraSettings, TrainConfig
+    from usersim.train.examples import records_to_examples
+    from usersim.train.lora import wrap_with_lora
+    from usersim.train.loss import supervised_only_loss
+    from usersim.train.main import load_records, resolve_dtype
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)

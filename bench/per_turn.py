@@ -2,7 +2,7 @@
 
 UserLM-style per-turn training makes one sample per user turn: the whole history up to that turn
 is the prompt and the user turn (with its EOS) is the completion; the final
-``[END OF CONVERSATION]`` target is one more sample. Because ``data_prep.prompt_format`` tokenises
+``[END OF CONVERSATION]`` target is one more sample. Because ``usersim.data_prep.prompt_format`` tokenises
 segment by segment, the token ids of every such prompt+completion are exactly a *prefix* of the
 conversation-level record's ids, ending where a supervised span ends. So the baseline is built
 here from the same ``(ids, labels)`` the conversation-level trainer sees: same tokens, same

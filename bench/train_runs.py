@@ -3,15 +3,15 @@
 Contenders, all on the same token-level examples (``{"input_ids", "labels"}`` of conversation-level
 records) and the same base model + LoRA settings:
 
-- ``conversation``: ours, through the train stage's own loop (``train.loop.train_loop``: packed
-  padding-free rows from train.batching, train.loss.supervised_only_loss, AdamW, grad clipping).
+- ``conversation``: ours, through the train stage's own loop (``usersim.train.loop.train_loop``: packed
+  padding-free rows from usersim.train.batching, usersim.train.loss.supervised_only_loss, AdamW, grad clipping).
   One sequence per conversation, every user turn supervised, LM head at supervised positions only.
 - ``per_turn_trl``: TRL's ``SFTTrainer`` on per-turn prompt→completion samples
   (bench.per_turn.per_turn_samples: every user turn one sample carrying its whole history),
   ``completion_only_loss=True``, TRL's default padded batches. The samples are passed
   pre-tokenised (``input_ids`` + ``completion_mask``) so both contenders see identical tokens.
 - ``per_turn_plain``: the same per-turn samples through a plain transformers loop: length-grouped
-  padded batches (train.batching, ``packing=False``) and the model's own full-logits loss. This
+  padded batches (usersim.train.batching, ``packing=False``) and the model's own full-logits loss. This
   separates the cost of the per-turn *formulation* from TRL's trainer overhead.
 
 ``per_turn_plain``'s loop is written here (AdamW, constant LR, one optimizer step per padded
@@ -32,7 +32,7 @@ from bench.per_turn import completion_labels, per_turn_samples
 def load_model(spec: dict[str, Any], tokenizer: Any) -> Any:
     """The base model of a run: the tiny random Llama, or a local safetensors checkpoint."""
     if spec["kind"] == "tiny":
-        from train.tiny_model import build_tiny_model
+        from usersim.train.tiny_model import build_tiny_model
 
         return build_tiny_model(tokenizer, hidden_size=spec.get("hidden", 64), num_layers=spec.get("layers", 2),
                                 seed=spec.get("seed", 0))
@@ -48,8 +48,8 @@ def load_tokenizer(tok_dir: str) -> Any:
 
 
 def lora_model(spec: dict[str, Any], tokenizer: Any, lora: dict[str, Any], seed: int) -> Any:
-    from train.config import LoraSettings
-    from train.lora import wrap_with_lora
+    from usersim.train.config import LoraSettings
+    from usersim.train.lora import wrap_with_lora
 
     torch.manual_seed(seed)
     return wrap_with_lora(load_model(spec, tokenizer), LoraSettings(**lora))
@@ -67,8 +67,8 @@ def per_turn_examples(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _loop(model: Any, examples: list[dict[str, Any]], *, packing: bool, supervised_only: bool, max_tokens: int,
           epochs: int, seed: int, pad_id: int, lr: float) -> dict[str, Any]:
-    from train.batching import batch_token_counts, collate, plan_batches
-    from train.loss import supervised_only_loss
+    from usersim.train.batching import batch_token_counts, collate, plan_batches
+    from usersim.train.loss import supervised_only_loss
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -129,14 +129,14 @@ def run_contender(contender: str, spec: dict[str, Any], tok_dir: str, examples: 
 
 def _run_train_loop(model: Any, examples: list[dict[str, Any]], *, max_tokens: int, epochs: int, seed: int,
                     pad_id: int, lr: float) -> dict[str, Any]:
-    """Ours: train.loop.train_loop on the conversation-level examples (no eval set, no checkpoints)."""
+    """Ours: usersim.train.loop.train_loop on the conversation-level examples (no eval set, no checkpoints)."""
     import tempfile
     from pathlib import Path
 
     from accelerate import Accelerator
 
-    from train.config import TrainConfig
-    from train.loop import train_loop
+    from usersim.train.config import TrainConfig
+    from usersim.train.loop import train_loop
 
     cfg = TrainConfig(seed=seed, epochs=epochs, max_tokens_per_batch=max_tokens, max_seq_len=max_tokens, packing=True,
                       learning_rate=lr, lr_scheduler="constant", warmup_steps=0, logging_steps=10**9)
@@ -210,11 +210,11 @@ def loss_equality(spec: dict[str, Any], tok_dir: str, examples: list[dict[str, A
 
     The LoRA B matrices (zero at init) are set to seeded random values first, so the adapter is
     part of the function being compared. Conversation-level: packed rows, supervised-only logits
-    (train.loss), sum over supervised tokens / their count. Per-turn: every sample separately
+    (usersim.train.loss), sum over supervised tokens / their count. Per-turn: every sample separately
     through the model's own full-logits loss, sum over completion tokens / their count.
     """
-    from train.batching import collate, plan_batches
-    from train.loss import supervised_only_loss
+    from usersim.train.batching import collate, plan_batches
+    from usersim.train.loss import supervised_only_loss
 
     if threads:
         torch.set_num_threads(threads)

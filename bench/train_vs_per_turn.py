@@ -36,7 +36,7 @@ import torch
 from bench.corpora import all_texts, real_records, synthetic_records
 from bench.harness import format_table, machine_info, run_isolated, write_result
 from bench.train_runs import loss_equality, run_contender
-from train.examples import record_to_example
+from usersim.train.examples import record_to_example
 
 CONTENDERS = ("conversation", "per_turn_trl", "per_turn_plain")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": []}
@@ -68,7 +68,7 @@ def build_sets(args: argparse.Namespace) -> dict[str, tuple[list[dict[str, Any]]
 
 def tokenizer_dir(spec: dict[str, Any], texts: list[str], tmp: str) -> str:
     if spec["kind"] == "tiny":
-        from train.tiny_model import train_tiny_tokenizer
+        from usersim.train.tiny_model import train_tiny_tokenizer
 
         out = Path(tmp) / "tiny_tokenizer"
         train_tiny_tokenizer(texts, vocab_size=512).save_pretrained(out)

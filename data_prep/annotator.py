@@ -19,8 +19,8 @@ import urllib.request
 from collections import Counter
 from typing import Any, Protocol, Sequence
 
-from data_prep.config import AnnotatorConfig
-from data_prep.schema import USER, Conversation
+from usersim.data_prep.config import AnnotatorConfig
+from usersim.data_prep.schema import USER, Conversation
 
 ANNOTATABLE_FIELDS = ("goal", "persona")
 _FIELD_HELP = {

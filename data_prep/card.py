@@ -7,9 +7,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from data_prep.conditioning import PERSONA_METADATA_KEYS
-from data_prep.config import DataPrepConfig
-from data_prep.style import STYLE_THRESHOLDS
+from usersim.data_prep.conditioning import PERSONA_METADATA_KEYS
+from usersim.data_prep.config import DataPrepConfig
+from usersim.data_prep.style import STYLE_THRESHOLDS
 
 TEMPLATES = Path(__file__).parent / "templates"
 

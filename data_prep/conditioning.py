@@ -1,7 +1,7 @@
 """Offline conditioning heuristics: persona, goal, knowledge and style of one conversation's user.
 
 Every field is a small pure function of the conversation (and, for the persona, of the user's
-*training* history, never a held-out conversation). An LLM annotator (data_prep.annotator) can
+*training* history, never a held-out conversation). An LLM annotator (usersim.data_prep.annotator) can
 overwrite goal/persona; these heuristics are the default and the fallback.
 
 - persona: corpus metadata (:data:`PERSONA_METADATA_KEYS`), plus, when the user has other
@@ -14,10 +14,10 @@ overwrite goal/persona; these heuristics are the default and the fallback.
   ("I have two dogs named Rex" -> "dogs, rex"); knowledge_asks: one keyword item per
   question sentence (its topic words; a question with none is left out). Eval matches these by
   content-word overlap to measure knowledge leak and gradual disclosure.
-- style: :func:`data_prep.style.style_buckets` of the user's turns (the ruler eval measures with).
+- style: :func:`usersim.data_prep.style.style_buckets` of the user's turns (the ruler eval measures with).
 
 No oracle conditions (DESIGN.md): the target turns must not be readable from the condition.
-Keyword items are picked so that they never hold a 4-word span (data_prep.leakage) of any user
+Keyword items are picked so that they never hold a 4-word span (usersim.data_prep.leakage) of any user
 turn of the conversation, and :func:`scrub_condition`, the last step of :func:`build_condition`,
 enforces it for the whole condition text: a persona part or opener, or a knowledge item, that
 would bring in a 4-word span of a user turn is dropped; such a goal (e.g. a corpus prompt the user
@@ -32,11 +32,11 @@ from functools import lru_cache
 from dataclasses import replace
 from typing import AbstractSet, Any, Iterable, Mapping, Sequence
 
-from data_prep.config import ConditioningConfig
-from data_prep.leakage import LEAK_NGRAM, ngram_set, ngram_set_of_words, normalised_words, word_ngrams_of
-from data_prep.prompt_format import Condition
-from data_prep.schema import USER, Conversation
-from data_prep.style import sentences, style_buckets
+from usersim.data_prep.config import ConditioningConfig
+from usersim.data_prep.leakage import LEAK_NGRAM, ngram_set, ngram_set_of_words, normalised_words, word_ngrams_of
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.schema import USER, Conversation
+from usersim.data_prep.style import sentences, style_buckets
 
 PERSONA_METADATA_KEYS = ("country", "state", "location", "language", "age", "gender", "occupation")
 GOAL_METADATA_KEYS = ("goal", "intent", "topic", "prompt", "title")
@@ -341,7 +341,7 @@ def _piece_words(text: str) -> list[str]:
 
 def scrub_condition(condition: Condition, user_turns: Sequence[str], n: int = LEAK_NGRAM,
                     counts: Counter | None = None, avoid: AbstractSet[tuple[str, ...]] | None = None) -> Condition:
-    """``condition`` whose :func:`~data_prep.leakage.condition_text` shares no ``n``-word span
+    """``condition`` whose :func:`~usersim.data_prep.leakage.condition_text` shares no ``n``-word span
     with any of ``user_turns`` (``avoid``: their ``ngram_set(user_turns, n)``, when the caller has
     it already).
 

@@ -7,7 +7,7 @@ human-human chat are *not* duplicates: their roles are swapped.
 
 from __future__ import annotations
 
-from data_prep.schema import Conversation, stable_hash
+from usersim.data_prep.schema import Conversation, stable_hash
 
 
 def normalise_text(text: str) -> str:

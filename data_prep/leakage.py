@@ -5,7 +5,7 @@ oracle conditions"). Text is compared on *normalised words*: lower-cased, apostr
 ("Don't" -> "dont"), every other non-alphanumeric character a word break. A span of ``n``
 consecutive normalised words is an n-gram; the default ``n=4`` is the leak unit.
 
-data_prep.conditioning uses these functions to scrub conditions; eval imports :func:`copy_rate`
+usersim.data_prep.conditioning uses these functions to scrub conditions; eval imports :func:`copy_rate`
 to report how much of each turn (human or generated) is found in its condition.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import AbstractSet, Iterable, Sequence
 
-from data_prep.prompt_format import Condition
+from usersim.data_prep.prompt_format import Condition
 
 LEAK_NGRAM = 4  # a condition item may not share a span of this many words with a user turn
 

@@ -2,14 +2,14 @@
 
 Reads straight through:
 
-1. stream every source (``data_prep.adapters.iter_source``): each item is validated and cleaned
-   (data_prep.validate), PII-scrubbed (data_prep.pii), deduplicated (data_prep.dedupe) and routed
-   to its user's split (data_prep.split); every drop goes to ``quarantine.jsonl`` with a reason;
+1. stream every source (``usersim.data_prep.adapters.iter_source``): each item is validated and cleaned
+   (usersim.data_prep.validate), PII-scrubbed (usersim.data_prep.pii), deduplicated (usersim.data_prep.dedupe) and routed
+   to its user's split (usersim.data_prep.split); every drop goes to ``quarantine.jsonl`` with a reason;
    kept conversations are staged as JSON lines, one file per split;
 2. check ``read == kept + quarantined`` per source (raises if not);
-3. condition every kept conversation (data_prep.conditioning, optional annotator) and write the
+3. condition every kept conversation (usersim.data_prep.conditioning, optional annotator) and write the
    ``DatasetDict`` (train/validation/test records + validation_turns/test_turns items) as Arrow,
-   batch by batch (data_prep.dataset_writer): the staged files are cut into chunks of
+   batch by batch (usersim.data_prep.dataset_writer): the staged files are cut into chunks of
    ``CHUNK_ROWS`` conversations, which ``num_proc`` worker processes condition and turn into
    Arrow batches; the batches are written in staging order, so the output does not depend on
    ``num_proc``. With an annotator the chunks are conditioned in this process, in order;
@@ -40,21 +40,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from data_prep.adapters import RawLine, iter_source, iter_source_lines, resolve_line
-from data_prep.annotator import Annotator, annotate_or_fallback, make_annotator
-from data_prep.card import format_summary_table, write_dataset_card
-from data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_from_head, persona_head,
+from usersim.data_prep.adapters import RawLine, iter_source, iter_source_lines, resolve_line
+from usersim.data_prep.annotator import Annotator, annotate_or_fallback, make_annotator
+from usersim.data_prep.card import format_summary_table, write_dataset_card
+from usersim.data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_from_head, persona_head,
                                     rank_typical_openers, scrub_condition)
-from data_prep.config import DataPrepConfig
-from data_prep.dataset_writer import DatasetDictWriter, iter_split_batches, table_from_ipc, table_to_ipc
-from data_prep.dedupe import DuplicateFilter, conversation_key
-from data_prep.pii import scrub_text
-from data_prep.prompt_format import STYLE_KEYS, Condition
-from data_prep.records import per_turn_items
-from data_prep.run_info import peak_rss_mb, write_run_dir_header
-from data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn
-from data_prep.split import HELD_OUT, SPLITS, TRAIN, assert_no_held_out_leak, route_conversation, split_fractions
-from data_prep.validate import validate_conversation
+from usersim.data_prep.config import DataPrepConfig
+from usersim.data_prep.dataset_writer import DatasetDictWriter, iter_split_batches, table_from_ipc, table_to_ipc
+from usersim.data_prep.dedupe import DuplicateFilter, conversation_key
+from usersim.data_prep.pii import scrub_text
+from usersim.data_prep.prompt_format import STYLE_KEYS, Condition
+from usersim.data_prep.records import per_turn_items
+from usersim.data_prep.run_info import peak_rss_mb, write_run_dir_header
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn
+from usersim.data_prep.split import HELD_OUT, SPLITS, TRAIN, assert_no_held_out_leak, route_conversation, split_fractions
+from usersim.data_prep.validate import validate_conversation
 
 MAX_OPENERS_PER_USER = 50  # training openers remembered per user for the persona summary
 CHUNK_ROWS = 500  # staged conversations per conditioning task (one Arrow batch each)
@@ -80,12 +80,12 @@ def import_output_modules() -> None:
     import datasets.arrow_writer  # noqa: F401
     import datasets.fingerprint  # noqa: F401
 
-    import data_prep.records_io  # noqa: F401
+    import usersim.data_prep.records_io  # noqa: F401
 
 
 def output_schemas() -> tuple[pa.Schema, pa.Schema]:
-    """The Arrow schemas of conversation records and per-turn items (data_prep.records_io)."""
-    from data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
+    """The Arrow schemas of conversation records and per-turn items (usersim.data_prep.records_io)."""
+    from usersim.data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
 
     return RECORD_FEATURES.arrow_schema, TURN_ITEM_FEATURES.arrow_schema
 
@@ -403,7 +403,7 @@ def _batches_cleaned(items: Iterable, adapter: str, name: str, counts: SourceCou
 
 def user_heads(openers: OpenerSpill, n_turns: int) -> dict[str, bytes]:
     """Per user with more than one training opener: the marshalled
-    :func:`~data_prep.conditioning.persona_head` of their ranked openers, all a persona history
+    :func:`~usersim.data_prep.conditioning.persona_head` of their ranked openers, all a persona history
     needs (read one partition of users at a time)."""
     heads = {}
     for users in openers.partitions():
@@ -568,7 +568,7 @@ def conditioned_chunks(cfg: DataPrepConfig, tasks: Iterable, conditioner: Condit
 def write_dataset(cfg: DataPrepConfig, folder: Path, passed: dict[str, Any], tasks: Iterable,
                   conditioner: Conditioner, pool: Any, scrubbed: Counter) -> DatasetDictWriter:
     """Pass 2: conditioned records per split and per-turn items for held-out splits, as Arrow."""
-    from data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
+    from usersim.data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
 
     features = {s: RECORD_FEATURES for s in SPLITS}
     features.update({f"{s}_turns": TURN_ITEM_FEATURES for s in HELD_OUT})
@@ -586,7 +586,7 @@ def write_dataset(cfg: DataPrepConfig, folder: Path, passed: dict[str, Any], tas
 
 
 def check_no_held_out_leak(train_folder: Path, held_out_users: set[str]) -> int:
-    """:func:`~data_prep.split.assert_no_held_out_leak` over the written training rows (read back
+    """:func:`~usersim.data_prep.split.assert_no_held_out_leak` over the written training rows (read back
     column by column from the Arrow files); returns rows checked."""
     n = 0
     held = pa.array(sorted(held_out_users), type=pa.string())
@@ -654,7 +654,7 @@ def main(cfg: DataPrepConfig) -> Path:
         "time_s": round(time.time() - started, 1),
         "peak_rss_mb": peak_rss_mb(children=True),
     }
-    from data_prep.records_io import write_json
+    from usersim.data_prep.records_io import write_json
 
     write_json(out / "summary.json", summary)
     write_dataset_card(out / "README.md", cfg, summary)
@@ -663,6 +663,6 @@ def main(cfg: DataPrepConfig) -> Path:
 
 
 def cli(argv: list[str]) -> int:
-    from data_prep.stage_config import run_stage_cli
+    from usersim.data_prep.stage_config import run_stage_cli
 
     return run_stage_cli(argv, DataPrepConfig, main, prog="usersim data")

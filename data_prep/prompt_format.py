@@ -32,7 +32,7 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
-from data_prep.schema import ASSISTANT, USER, Turn
+from usersim.data_prep.schema import ASSISTANT, USER, Turn
 
 HEADER = "[Simulated user]\n"
 CONVERSATION_HEADER = "[Conversation]"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_prep.prompt_format import END_OF_CONVERSATION, Condition
-from data_prep.schema import ASSISTANT, USER, Conversation
+from usersim.data_prep.prompt_format import END_OF_CONVERSATION, Condition
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation
 
 
 def conversation_record(conv: Conversation, condition: Condition) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from datasets import Features, List, Value
 
-from data_prep.prompt_format import STYLE_KEYS
-from data_prep.schema import Conversation, Quarantined
+from usersim.data_prep.prompt_format import STYLE_KEYS
+from usersim.data_prep.schema import Conversation, Quarantined
 
 TURN = {"role": Value("string"), "text": Value("string")}
 CONDITION = {

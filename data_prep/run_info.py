@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from data_prep.stage_config import dump_config
+from usersim.data_prep.stage_config import dump_config
 
 TRACKED_PACKAGES = (
     "usersim", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers",

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data_prep.prompt_format import Condition, render_simulator_prompt, visualize_segments
-from data_prep.schema import Turn
+from usersim.data_prep.prompt_format import Condition, render_simulator_prompt, visualize_segments
+from usersim.data_prep.schema import Turn
 
 RECORD_SPLITS = ("train", "validation", "test")
 

@@ -20,8 +20,8 @@ import hashlib
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-from data_prep.config import SplitConfig
-from data_prep.schema import Conversation, Quarantined, Reason
+from usersim.data_prep.config import SplitConfig
+from usersim.data_prep.schema import Conversation, Quarantined, Reason
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)

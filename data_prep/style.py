@@ -1,6 +1,6 @@
 """The style ruler: words, sentences, emoji, typos, punctuation and casing, and the style buckets.
 
-This is the only definition of style in usersim. ``data_prep.conditioning`` writes a conversation's
+This is the only definition of style in usersim. ``usersim.data_prep.conditioning`` writes a conversation's
 ``style`` condition with :func:`style_buckets` over the user's turns; eval measures a turn with
 :func:`turn_style` and ``style_buckets([turn])`` (style mismatch, drift, controllability) and builds
 its behavioural statistics from the same counts. A text therefore gets the same buckets whether it
@@ -192,7 +192,7 @@ def typo_bucket(styles: Sequence[TurnStyle]) -> str:
 
 
 def style_buckets(user_turns: Sequence[str]) -> dict[str, str]:
-    """The bucket of every style key (data_prep.prompt_format.STYLE_KEYS) over ``user_turns``."""
+    """The bucket of every style key (usersim.data_prep.prompt_format.STYLE_KEYS) over ``user_turns``."""
     if isinstance(user_turns, str):  # a str is a sequence of one-character "turns"
         raise TypeError("style_buckets takes a list of turns, got one string; use style_buckets([text])")
     styles = [turn_style(t) for t in user_turns]

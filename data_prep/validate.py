@@ -31,8 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from data_prep.config import FilterConfig
-from data_prep.schema import ROLES, USER, Conversation, Quarantined, Reason, Turn
+from usersim.data_prep.config import FilterConfig
+from usersim.data_prep.schema import ROLES, USER, Conversation, Quarantined, Reason, Turn
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Behavioural statistics of user turns, and their distance to the held-out humans.
 
 Every statistic is computed for the humans and for each system on the *same* held-out items, with
-a 95% CI from resampling users (eval.bootstrap). Distances: Wasserstein-1 for continuous per-turn
+a 95% CI from resampling users (usersim.eval.bootstrap). Distances: Wasserstein-1 for continuous per-turn
 features, Jensen-Shannon divergence (base 2, in [0, 1]) for categorical ones, the two-sample KS
 statistic for turn length, absolute difference for corpus-level statistics (MATTR, distinct-2).
 A system's turn is ``None`` where it has no text (it ended the conversation, or the human did).
@@ -16,10 +16,10 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from data_prep.style import turn_style, words
-from eval.bootstrap import bootstrap_by_user
-from eval.registry import HUMAN, Metric
-from eval.style_features import text_features
+from usersim.data_prep.style import turn_style, words
+from usersim.eval.bootstrap import bootstrap_by_user
+from usersim.eval.registry import HUMAN, Metric
+from usersim.eval.style_features import text_features
 
 MATTR_WINDOW = 25
 
@@ -96,7 +96,7 @@ STATS = (
     _Stat("emoji_rate", "binary", lambda t: text_features(t)["emoji"], "jsd",
           "share of turns with an emoji or ASCII emoticon"),
     _Stat("typo_rate", "continuous", lambda t: text_features(t)["typo_rate"], "wasserstein",
-          "typo proxy per word (data_prep.style: apostrophe-less contractions, chat spellings, letter x3, "
+          "typo proxy per word (usersim.data_prep.style: apostrophe-less contractions, chat spellings, letter x3, "
           "common misspellings)"),
     _Stat("politeness_rate", "binary", lambda t: text_features(t)["politeness"], "jsd",
           "share of turns with a politeness marker (please, thanks, sorry, could you, ...)"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eval.prompted import PromptedConfig
+from usersim.eval.prompted import PromptedConfig
 
 
 @dataclass
@@ -67,7 +67,7 @@ class EvalConfig:
     num_diversity_samples: int = 4  # samples per diversity prompt
     controllability_items: int = 40  # items regenerated with a swapped-in condition (0 = skip)
 
-    # the prompted baseline: an instruct model told to act as the user (eval.prompted; model "" = skip)
+    # the prompted baseline: an instruct model told to act as the user (usersim.eval.prompted; model "" = skip)
     prompted: PromptedConfig = field(default_factory=PromptedConfig)
 
     show_progress: bool = True  # tqdm progress bars

@@ -5,7 +5,7 @@ once with another held-out user's condition swapped in (persona, goal, knowledge
 swapped). Adherence is measured against the *requested* condition and, as a contrast, the
 unrequested one:
 
-* style match   — share of the condition's style buckets the turn hits (eval.style_features);
+* style match   — share of the condition's style buckets the turn hits (usersim.eval.style_features);
 * topic overlap — share of the turn's content tokens found in the condition's goal, persona and
   knowledge items.
 
@@ -20,10 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.bootstrap import bootstrap_by_user
-from eval.failure_modes import style_mismatch
-from eval.registry import HUMAN, Metric
-from eval.style_features import content_tokens
+from usersim.eval.bootstrap import bootstrap_by_user
+from usersim.eval.failure_modes import style_mismatch
+from usersim.eval.registry import HUMAN, Metric
+from usersim.eval.style_features import content_tokens
 
 
 def swapped_conditions(items: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Controls that say whether the headline can be trusted, built with the headline's own paired structure.
 
 Each control is a paired comparison run through the same judges, folds and permutation null as the
-headline (eval.paired), so a failure of the protocol shows up here first:
+headline (usersim.eval.paired), so a failure of the protocol shows up here first:
 
 * ``simulator_vs_itself`` (null): two samples of the simulator for the same context. They are
   exchangeable by construction, so a calibrated protocol sits at chance; a rejection is the flag
@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping, Sequence
 
-from eval.permutation import ALPHA
+from usersim.eval.permutation import ALPHA
 
 NULL, POSITIVE = "null", "positive"
 NULL_REJECTED = "null_control_rejected"

@@ -5,15 +5,15 @@ Bring your own simulator: write its turns and the real held-out turns as JSONL r
 
     usersim discriminate --real real.jsonl --candidate cand.jsonl --output scores.json [--no-neural]
 
-Both judges of ``usersim eval`` (eval.judges; folds grouped by user id) and the behavioural
+Both judges of ``usersim eval`` (usersim.eval.judges; folds grouped by user id) and the behavioural
 statistics (candidate vs real) are computed; the output JSON holds ``{"fast": {...}, "neural": {...},
 "behaviour": {...}}`` with ``accuracy`` (balanced), ``ci_low, ci_high, p_value, null_low, null_high,
 mde, auc, n_real, n_candidate`` per judge. Real and candidate turns are unpaired samples; every
 accuracy is read against its permutation null (labels permuted by user, the whole cross-fitting
-re-run: eval.discriminators), so the p-value is exact and the CI covers 0.5 at the nominal rate when
+re-run: usersim.eval.discriminators), so the p-value is exact and the CI covers 0.5 at the nominal rate when
 the two files come from the same humans. A user id present in both files is the same person (kept
 in the same fold). Where each candidate answers the same context as a real turn, ``usersim eval``'s
-paired test (eval.paired) has more power.
+paired test (usersim.eval.paired) has more power.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eval.behaviour import behaviour_metrics
-from eval.discriminators import discriminate
-from eval.judges import build_judges
+from usersim.eval.behaviour import behaviour_metrics
+from usersim.eval.discriminators import discriminate
+from usersim.eval.judges import build_judges
 
 
 class InputError(ValueError):
@@ -85,7 +85,7 @@ def score(real: tuple[list[str], list[str]], candidate: tuple[list[str], list[st
 def cli(argv: list[str] | None = None) -> int:
     import sys
 
-    from eval.main import json_safe
+    from usersim.eval.main import json_safe
 
     parser = argparse.ArgumentParser(prog="usersim discriminate",
                                      description="score candidate user turns against real human turns")

@@ -1,16 +1,16 @@
 """Unpaired discrimination: two sets of turns (real humans, candidates), can a judge tell the sets apart?
 
 This is ``usersim discriminate`` on two files, and eval's human-vs-human control. Where the turns come
-in pairs (the same context answered by a human and by a simulator) use eval.paired instead: it has
+in pairs (the same context answered by a human and by a simulator) use usersim.eval.paired instead: it has
 more power and a cleaner null.
 
-Protocol: every text is featurised once by a judge (eval.judges; no label is looked at), a kernel
+Protocol: every text is featurised once by a judge (usersim.eval.judges; no label is looked at), a kernel
 ridge classifier on the +-1 labels (centred on the training fold's mean, so no class prior is learnt)
 is cross-fitted with folds grouped by user (a user's turns are never on both sides of a fold), and
 the out-of-fold scores give the *balanced* accuracy (mean of the two per-class recalls: 0.5 for any
 judge that ignores the label, whatever the class sizes) and the ROC AUC.
 
-Inference (eval.permutation): the labels are permuted at the level of (user, label) blocks, keeping
+Inference (usersim.eval.permutation): the labels are permuted at the level of (user, label) blocks, keeping
 how many blocks each side has (a user's turns keep one label together), and the whole cross-fitting is
 re-run for every permutation. The p-value is exact; the CI inverts that test, so under a realistic
 null (two samples of the same humans) it covers 0.5 at the nominal rate. Measured: see tests
@@ -26,9 +26,9 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_curve
 
-from eval.judges import NO_CONTEXT, Context, Judge
-from eval.paired import fold_smoothers, gram, user_folds
-from eval.permutation import Inference, permutation_inference
+from usersim.eval.judges import NO_CONTEXT, Context, Judge
+from usersim.eval.paired import fold_smoothers, gram, user_folds
+from usersim.eval.permutation import Inference, permutation_inference
 
 
 @dataclass

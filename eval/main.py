@@ -2,14 +2,14 @@
 
 The stage is a table of *systems* x *suites*. Systems write the next user turn of every held-out
 item from the same condition and history the human had: the trained simulator, the untuned base
-(same prompt), the prompted instruct model (eval.prompted), plus the controls' extra samples (a
+(same prompt), the prompted instruct model (usersim.eval.prompted), plus the controls' extra samples (a
 second simulator sample, a hot simulator). Each system's turns are generated once; the suites are
-functions of the items and those turns: paired discrimination (the headline, eval.paired) with its
-controls (eval.controls), held-out perplexity, behavioural statistics and failure modes, each
+functions of the items and those turns: paired discrimination (the headline, usersim.eval.paired) with its
+controls (usersim.eval.controls), held-out perplexity, behavioural statistics and failure modes, each
 distance beside the same distance between two disjoint groups of held-out humans (the floor).
 Writes to the eval run directory (docs/contracts.md):
 
-* ``metrics.json`` — the headline and its verdict, registered metrics (eval.registry) with 95% CIs,
+* ``metrics.json`` — the headline and its verdict, registered metrics (usersim.eval.registry) with 95% CIs,
   p-values and human references, the paired results, the controls and their flags, provenance;
 * ``samples.jsonl`` — one row per item: real turn and every system's turn side by side;
 * ``plots.json``  — the data behind every report figure.
@@ -30,25 +30,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_prep.leakage import copy_rate, shared_spans, condition_text
-from data_prep.prompt_format import Condition
-from data_prep.run_info import write_run_dir_header
-from data_prep.stage_config import config_to_dict, run_stage_cli
-from eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
-from eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
-from eval.config import EvalConfig
-from eval.controllability import controllability_metrics, swapped_conditions
-from eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS_HUMAN_REJECTED, ROLES, TOO_SMALL_TO_TELL,
+from usersim.data_prep.leakage import copy_rate, shared_spans, condition_text
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.run_info import write_run_dir_header
+from usersim.data_prep.stage_config import config_to_dict, run_stage_cli
+from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
+from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
+from usersim.eval.config import EvalConfig
+from usersim.eval.controllability import controllability_metrics, swapped_conditions
+from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS_HUMAN_REJECTED, ROLES, TOO_SMALL_TO_TELL,
                            control_verdict, judge_alpha, same_user_other_turns, split_users)
-from eval.discriminators import discriminate
-from eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
-from eval.judges import Judge, build_judges, item_context
-from eval.paired import PairedResult, complete_pairs, paired_discrimination
-from eval.permutation import cluster_robust_interval
-from eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
-from eval.shard import current_shard, merge_rows, merge_turns
-from eval.simulate import SystemTurns, item_condition
-from eval.style_features import words
+from usersim.eval.discriminators import discriminate
+from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
+from usersim.eval.judges import Judge, build_judges, item_context
+from usersim.eval.paired import PairedResult, complete_pairs, paired_discrimination
+from usersim.eval.permutation import cluster_robust_interval
+from usersim.eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
+from usersim.eval.shard import current_shard, merge_rows, merge_turns
+from usersim.eval.simulate import SystemTurns, item_condition
+from usersim.eval.style_features import words
 
 RESAMPLE, HOT = "simulator_resample", "simulator_hot"  # the controls' extra simulator samples
 SAME_CAP = {SIMULATOR, RESAMPLE, HOT, BASE}  # generated with the simulator's tokenizer and cap max_new_tokens
@@ -104,8 +104,8 @@ def aligned_curves(curves: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def perplexity_metric(rows: Sequence[dict[str, Any]], system: str, *, n_boot: int, seed: int) -> Metric:
-    """exp(sum NLL / sum tokens) of the real user turns, CI by resampling users (eval.perplexity)."""
-    from eval.perplexity import perplexity_with_ci
+    """exp(sum NLL / sum tokens) of the real user turns, CI by resampling users (usersim.eval.perplexity)."""
+    from usersim.eval.perplexity import perplexity_with_ci
 
     p = perplexity_with_ci(rows, n_boot=n_boot, seed=seed)
     return Metric("heldout_perplexity", system, "perplexity", p["perplexity"], p["ci_low"], p["ci_high"],
@@ -275,7 +275,7 @@ def load_held_out(cfg: EvalConfig) -> tuple[list[dict[str, Any]], list[dict[str,
 
 def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict[str, SystemTurns]:
     """Every system's turns (and the controls' extra simulator samples), generated once."""
-    from eval.simulate import generate_turns
+    from usersim.eval.simulate import generate_turns
 
     gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
                do_sample=cfg.do_sample, top_p=cfg.top_p)
@@ -290,7 +290,7 @@ def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict
     out[BASE] = SystemTurns.from_turns([row[0] for row in generate_turns(sim, items, use_adapter=False, seed=cfg.seed,
                                                                           temperature=cfg.temperature, **gen)])
     if cfg.prompted.model or cfg.prompted.endpoint:
-        from eval.prompted import generate_prompted_turns
+        from usersim.eval.prompted import generate_prompted_turns
 
         out[PROMPTED] = SystemTurns.from_turns(generate_prompted_turns(
             cfg.prompted, items, seed=cfg.seed, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
@@ -303,8 +303,8 @@ def perplexity_records(cfg: EvalConfig, records: list[dict[str, Any]]) -> list[d
 
 
 def perplexity_rows(cfg: EvalConfig, sim: Any, records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per system (simulator, base), eval.perplexity's row of every conversation in ``records``."""
-    from eval.perplexity import user_turn_nll
+    """Per system (simulator, base), usersim.eval.perplexity's row of every conversation in ``records``."""
+    from usersim.eval.perplexity import user_turn_nll
 
     with warnings.catch_warnings():  # the count of unscored tokens is reported once, as a plain line
         warnings.filterwarnings("ignore", message=r".*user-turn tokens did not fit max_seq_len")
@@ -327,7 +327,7 @@ def perplexity_section(cfg: EvalConfig, rows: dict[str, list[dict[str, Any]]]):
 def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]],
                              turns: dict[str, SystemTurns]) -> list[Metric]:
     """Sample diversity (several samples of one prompt) and controllability (swapped conditions)."""
-    from eval.simulate import generate_turns
+    from usersim.eval.simulate import generate_turns
 
     gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
                do_sample=cfg.do_sample, top_p=cfg.top_p, temperature=cfg.temperature)
@@ -530,7 +530,7 @@ def main(cfg: EvalConfig) -> Path:
     if shard.is_main:
         print(f"[usersim eval] {len(items)} items from {len(set(users))} held-out users, {len(records)} conversations"
               + (f", shared by {shard.world} processes" if shard.world > 1 else ""))
-    # the model-bound steps, each process over its share of the items and conversations (eval.shard)
+    # the model-bound steps, each process over its share of the items and conversations (usersim.eval.shard)
     mine, ppl_records = shard.take(len(items)), perplexity_records(cfg, records)
     ppl_mine = shard.take(len(ppl_records))
     with timed(timings, "simulate"):

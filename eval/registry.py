@@ -41,7 +41,7 @@ class Metric:
     human_reference: float | None = None
     target: float | None = None
     description: str = ""
-    # Permutation inference (eval.permutation), for metrics tested against chance: two-sided p-value,
+    # Permutation inference (usersim.eval.permutation), for metrics tested against chance: two-sided p-value,
     # the 95% band where indistinguishable systems land at this n, and the minimum detectable effect.
     p_value: float | None = None
     null_low: float | None = None

@@ -4,7 +4,7 @@ Every number on the page comes from the eval run's files (metrics.json, plots.js
 this module only selects, formats and draws. Missing optional parts render as "not computed".
 
 From the top: the headline (paired accuracy with its CI, p-value, null band and MDE, the verdict
-sentence, coloured by eval.summary.page_status), the failure-mode table with its chart, the
+sentence, coloured by usersim.eval.summary.page_status), the failure-mode table with its chart, the
 controls, paired discrimination per system and judge, perplexity, copy rate, truncation, the other
 figures, every metric, and side-by-side example turns.
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import jinja2
 
-from eval.failure_mode_table import SYSTEM_LABELS, failure_mode_lines, systems_present
-from eval.plots import Plot, failure_mode_chart, render_plots, write_plot_files
-from eval.summary import (JUDGES, NOT_COMPUTED, PERPLEXITY, EvalRun, EvalRunError, control_checks, direction, fmt,
+from usersim.eval.failure_mode_table import SYSTEM_LABELS, failure_mode_lines, systems_present
+from usersim.eval.plots import Plot, failure_mode_chart, render_plots, write_plot_files
+from usersim.eval.summary import (JUDGES, NOT_COMPUTED, PERPLEXITY, EvalRun, EvalRunError, control_checks, direction, fmt,
                           fmt_band, fmt_ci, fmt_mde, load_eval_run, page_status, verdict_words)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

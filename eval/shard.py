@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
 
-from eval.simulate import SystemTurns
+from usersim.eval.simulate import SystemTurns
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from data_prep.prompt_format import Condition
+from usersim.data_prep.prompt_format import Condition
 from usersim.simulator import SimulatorTurn, UserSimulator, derive_seed
 
 

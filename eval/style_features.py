@@ -1,7 +1,7 @@
-"""Per-turn features for eval: the style counts of data_prep.style, questions and politeness.
+"""Per-turn features for eval: the style counts of usersim.data_prep.style, questions and politeness.
 
 All pure functions of one string. They feed the behavioural statistics and the fast judge's
-features. Words, sentences, emoji, typos, punctuation and casing come from data_prep.style, the one
+features. Words, sentences, emoji, typos, punctuation and casing come from usersim.data_prep.style, the one
 style ruler, which also writes the training conditions and measures style mismatch and drift.
 """
 
@@ -12,7 +12,7 @@ import re
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from data_prep.style import sentences, turn_style, words
+from usersim.data_prep.style import sentences, turn_style, words
 
 # A sentence opening with one of these and not ending in . or ! is a question even without "?".
 QUESTION_WORDS = ("what", "why", "how", "when", "where", "who", "which", "whose", "whom")
@@ -44,7 +44,7 @@ def politeness_count(text: str) -> int:
 
 def text_features(text: str) -> dict[str, float]:
     """Numeric features of one turn (the vector behind statistics and the fast discriminator); the
-    style ones are data_prep.style's counts, so they agree with the style buckets."""
+    style ones are usersim.data_prep.style's counts, so they agree with the style buckets."""
     style = turn_style(text)
     per_word = max(style.words, 1)
     return {

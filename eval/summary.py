@@ -1,12 +1,12 @@
 """Read an eval run directory and say what it found, without computing a single new number.
 
-``python -m eval.summary runs/<profile>`` (the last step of ``make all``) prints where the report is,
+``python -m usersim.eval.summary runs/<profile>`` (the last step of ``make all``) prints where the report is,
 the headline sentence, the verdict with its numbers, every flag in words, the controls, one line per
 failure mode (each system beside its human reference or split-half floor), perplexity, and the run's
 sizes and step times.
 
 The small readers here (``load_eval_run``, ``read_headline``, ``page_status``, ``explain_flag``,
-``find_metric``, ``fmt``...) are shared with ``eval.report`` and ``usersim.publish`` so that all three
+``find_metric``, ``fmt``...) are shared with ``usersim.eval.report`` and ``usersim.publish`` so that all three
 read ``metrics.json`` the same way (contract: docs/contracts.md, names: eval/METRICS.md).
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.failure_mode_table import NOT_COMPUTED, SYSTEM_LABELS, failure_mode_lines
+from usersim.eval.failure_mode_table import NOT_COMPUTED, SYSTEM_LABELS, failure_mode_lines
 
 PERPLEXITY = "heldout_perplexity"
 JUDGES = ("fast", "neural")
@@ -382,7 +382,7 @@ def wall_time_and_sizes(run: EvalRun) -> str:
 
 
 def systems_of(run: EvalRun) -> list[str]:
-    from eval.failure_mode_table import systems_present
+    from usersim.eval.failure_mode_table import systems_present
 
     return systems_present(run.rows)
 
@@ -441,13 +441,13 @@ def summary_lines(run: EvalRun) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.summary", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m usersim.eval.summary", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="runs/<profile> (or its eval/ directory)")
     args = parser.parse_args(argv)
     try:
         run = load_eval_run(args.run)
     except EvalRunError as err:
-        print(f"eval.summary: {err}", file=sys.stderr)
+        print(f"usersim.eval.summary: {err}", file=sys.stderr)
         return 1
     report = run.eval_dir / "report.html"
     print(f"report: {report}" if report.is_file()

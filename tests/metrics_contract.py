@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.registry import INFERENCE_KEYS
+from usersim.eval.registry import INFERENCE_KEYS
 
 METRIC_KEYS = ("name", "system", "group", "value", "ci_low", "ci_high", "n", "higher_is_better",
                "human_reference", "target", "description", *INFERENCE_KEYS)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from data_prep.adapters import iter_source
-from data_prep.config import SourceConfig
-from data_prep.schema import ASSISTANT, USER, Quarantined
-from eval.judges import Context
+from usersim.data_prep.adapters import iter_source
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import ASSISTANT, USER, Quarantined
+from usersim.eval.judges import Context
 
 
 @lru_cache(maxsize=2)

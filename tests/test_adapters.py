@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_prep.adapters import ADAPTERS, get_adapter, iter_source
-from data_prep.adapters.json_stream import iter_json_container, iter_jsonl
-from data_prep.config import SourceConfig
-from data_prep.schema import Conversation, Quarantined, Reason
+from usersim.data_prep.adapters import ADAPTERS, get_adapter, iter_source
+from usersim.data_prep.adapters.json_stream import iter_json_container, iter_jsonl
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import Conversation, Quarantined, Reason
 
 
 def read_all(adapter: str, path: Path | str = "", **kw) -> list:
@@ -429,7 +429,7 @@ def test_oasst_parquet_sorted_and_unsorted(tmp_path):
     "review_result": st.sampled_from([True, False, None]),
 }), max_size=8))
 def test_oasst_tree_builder_never_raises(rows):
-    from data_prep.adapters.oasst import tree_items
+    from usersim.data_prep.adapters.oasst import tree_items
 
     items = tree_items([(f"f:{i + 1}", r) for i, r in enumerate(rows)], "T", "oasst")
     assert all(isinstance(i, (Conversation, Quarantined)) for i in items)

@@ -57,8 +57,8 @@ def test_per_turn_samples_are_prefixes_with_one_completion_each():
 def test_conversation_level_and_per_turn_losses_agree(tmp_path):
     from bench.corpora import all_texts, synthetic_records
     from bench.train_runs import loss_equality
-    from train.examples import record_to_example
-    from train.tiny_model import train_tiny_tokenizer
+    from usersim.train.examples import record_to_example
+    from usersim.train.tiny_model import train_tiny_tokenizer
 
     torch.set_num_threads(1)
     records = synthetic_records(3, user_turns=3, user_words=5, assistant_words=10, seed=0)

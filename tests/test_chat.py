@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_prep.prompt_format import Condition
-from data_prep.schema import ASSISTANT, USER, Turn
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.schema import ASSISTANT, USER, Turn
 from tiny_run import build_tiny_run
 from usersim.chat import END_LINE, QUIT_LINE, USER_LABEL, cli, parse_style, run_chat
 from usersim.simulator import SimulatorTurn, UserSimulator

@@ -7,15 +7,15 @@ from typing import Optional
 
 import pytest
 
-from data_prep.config import DataPrepConfig
-from data_prep.stage_config import ConfigError, load_config
+from usersim.data_prep.config import DataPrepConfig
+from usersim.data_prep.stage_config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # configs/<dir>/ -> "module:Class". A module that cannot be imported is an error, never a skip.
 STAGE_CONFIG_CLASSES = {
-    "data": "data_prep.config:DataPrepConfig",
-    "train": "train.config:TrainConfig",
-    "eval": "eval.config:EvalConfig",
+    "data": "usersim.data_prep.config:DataPrepConfig",
+    "train": "usersim.train.config:TrainConfig",
+    "eval": "usersim.eval.config:EvalConfig",
     "rl": "usersim.rl.config:RLConfig",
 }
 # accelerate's own files (configs/accelerate/) follow accelerate's schema, not a usersim stage's.

@@ -5,9 +5,9 @@ import inspect
 
 import pytest
 
-from data_prep.config import DataPrepConfig
-from eval.config import EvalConfig
-from train.config import TrainConfig
+from usersim.data_prep.config import DataPrepConfig
+from usersim.eval.config import EvalConfig
+from usersim.train.config import TrainConfig
 from usersim.rl.config import RLConfig
 
 

@@ -5,10 +5,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from data_prep.annotator import (AnnotatorError, OpenAICompatibleAnnotator, annotate_or_fallback, make_annotator,
+from usersim.data_prep.annotator import (AnnotatorError, OpenAICompatibleAnnotator, annotate_or_fallback, make_annotator,
                                  parse_annotation)
-from data_prep.config import AnnotatorConfig
-from data_prep.schema import Conversation, Turn
+from usersim.data_prep.config import AnnotatorConfig
+from usersim.data_prep.schema import Conversation, Turn
 
 CONV = Conversation(id="c", source="s", user_id="u", turns=[Turn("user", "my cat is sick, what should I do?"),
                                                             Turn("assistant", "See a vet.")])

@@ -1,7 +1,7 @@
-from data_prep.conditioning import (build_condition, clip, goal_from_conversation, knowledge_asks, knowledge_discloses,
+from usersim.data_prep.conditioning import (build_condition, clip, goal_from_conversation, knowledge_asks, knowledge_discloses,
                                     persona_from_history, persona_from_metadata, rank_typical_openers)
-from data_prep.config import ConditioningConfig
-from data_prep.schema import Conversation, Turn
+from usersim.data_prep.config import ConditioningConfig
+from usersim.data_prep.schema import Conversation, Turn
 
 
 def conv(*turns, metadata=None):

@@ -17,14 +17,14 @@ from dataclasses import replace
 
 import pytest
 
-from data_prep import pii
-from data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, join_persona, persona_from_head,
+from usersim.data_prep import pii
+from usersim.data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, join_persona, persona_from_head,
                                     persona_from_history, persona_head, scrub_condition, split_persona)
-from data_prep.dedupe import normalise_text
-from data_prep.leakage import condition_text, ngram_set, shares_span, word_ngrams, word_ngrams_of
-from data_prep.main import condition_row_to_dict, frame_row, iter_frame_ids, iter_frames, stage_frame
-from data_prep.prompt_format import Condition
-from data_prep.schema import Conversation, Turn
+from usersim.data_prep.dedupe import normalise_text
+from usersim.data_prep.leakage import condition_text, ngram_set, shares_span, word_ngrams, word_ngrams_of
+from usersim.data_prep.main import condition_row_to_dict, frame_row, iter_frame_ids, iter_frames, stage_frame
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.schema import Conversation, Turn
 
 
 def test_stop_words_are_scikit_learns():
@@ -229,7 +229,7 @@ def test_word_ngrams_still_normalise():
 
 
 def reference_rank_typical_openers(openers):
-    from data_prep.conditioning import _words
+    from usersim.data_prep.conditioning import _words
 
     bags = [_words(t) for _, t in openers]
 
@@ -245,7 +245,7 @@ def reference_rank_typical_openers(openers):
 
 
 def test_rank_typical_openers_matches_pairwise_definition():
-    from data_prep.conditioning import rank_typical_openers
+    from usersim.data_prep.conditioning import rank_typical_openers
 
     rng = random.Random(0)
     words = "a b c d e f g h Hi HI ! ?".split()
@@ -256,7 +256,7 @@ def test_rank_typical_openers_matches_pairwise_definition():
 
 
 def test_conversations_travel_to_workers_unchanged():
-    from data_prep.main import conversation_tuple, tuple_conversation
+    from usersim.data_prep.main import conversation_tuple, tuple_conversation
 
     conv = Conversation(id="c", source="s", user_id="u", turns=[Turn("user", "hi"), Turn("assistant", "é")],
                         metadata={"a": [1]}, location="f:1", group_id="g", other_user_ids=["v"])
@@ -264,7 +264,7 @@ def test_conversations_travel_to_workers_unchanged():
 
 
 def test_wildchat_fast_path_maps_as_the_full_checks():
-    from data_prep.adapters.wildchat import wildchat_conversation
+    from usersim.data_prep.adapters.wildchat import wildchat_conversation
 
     rng = random.Random(0)
     roles = ["user", "assistant", "User ", "human", "gpt", "chatbot", "system", "moderator", None, 3]
@@ -290,8 +290,8 @@ def test_wildchat_fast_path_maps_as_the_full_checks():
 
 def reference_wildchat(row):
     """The row mapping with every turn through the full checks (no fast path)."""
-    from data_prep.adapters import wildchat as w
-    from data_prep.adapters.record_checks import (content_text, map_role, require_encodable, require_field,
+    from usersim.data_prep.adapters import wildchat as w
+    from usersim.data_prep.adapters.record_checks import (content_text, map_role, require_encodable, require_field,
                                                   require_list, require_object)
 
     turns, system = [], []
@@ -314,8 +314,8 @@ def test_raw_lines_resolve_to_the_adapters_items(tmp_path):
     import codecs
     import json as _json
 
-    from data_prep.adapters import RawLine, iter_source, iter_source_lines, resolve_line
-    from data_prep.config import SourceConfig
+    from usersim.data_prep.adapters import RawLine, iter_source, iter_source_lines, resolve_line
+    from usersim.data_prep.config import SourceConfig
 
     def row(i, **kw):
         turns = [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from data_prep.config import DataPrepConfig, FilterConfig, SourceConfig
-from data_prep.main import main
-from data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
+from usersim.data_prep.config import DataPrepConfig, FilterConfig, SourceConfig
+from usersim.data_prep.main import main
+from usersim.data_prep.records_io import RECORD_FEATURES, TURN_ITEM_FEATURES
 
 OPENERS = ["hey can you help me with my essay", "write a python function that sorts a list",
            "I need help with my resume", "translate this to french please", "hi", "Hello!", "hello?"]

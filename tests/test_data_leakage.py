@@ -4,16 +4,16 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from data_prep.adapters import iter_source
-from data_prep.conditioning import (build_condition, join_persona, keywords, persona_from_history,
+from usersim.data_prep.adapters import iter_source
+from usersim.data_prep.conditioning import (build_condition, join_persona, keywords, persona_from_history,
                                     rank_typical_openers, scrub_condition, split_persona)
-from data_prep.config import ConditioningConfig, SourceConfig
-from data_prep.leakage import (condition_items, condition_text, copy_rate, ngram_set, normalised_words,
+from usersim.data_prep.config import ConditioningConfig, SourceConfig
+from usersim.data_prep.leakage import (condition_items, condition_text, copy_rate, ngram_set, normalised_words,
                                shared_spans, word_ngrams)
-from data_prep.prompt_format import Condition
-from data_prep.records import conversation_record, per_turn_items
-from data_prep.schema import Conversation, Quarantined, Turn
-from eval.failure_modes import knowledge_leak, revealed_items
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.records import conversation_record, per_turn_items
+from usersim.data_prep.schema import Conversation, Quarantined, Turn
+from usersim.eval.failure_modes import knowledge_leak, revealed_items
 
 
 # ---------------------------------------------------------------- n-gram functions
@@ -193,7 +193,7 @@ def test_data_stage_counts_scrubbed_items_and_writes_no_copied_wording(tmp_path,
 
     from datasets import load_from_disk
 
-    import data_prep.adapters as adapters
+    import usersim.data_prep.adapters as adapters
     from test_data_main import run
 
     monkeypatch.setitem(adapters.ADAPTERS, "fake", "test_data_main:read_fake")

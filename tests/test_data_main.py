@@ -1,15 +1,15 @@
-"""End to end through ``data_prep.main.main`` on a tiny fake corpus with malformed items."""
+"""End to end through ``usersim.data_prep.main.main`` on a tiny fake corpus with malformed items."""
 
 import json
 
 import pytest
 from datasets import load_from_disk
 
-import data_prep.adapters as adapters
-from data_prep.config import DataPrepConfig, SourceConfig, SplitConfig
-from data_prep.main import SourceCounts, main
-from data_prep.schema import Conversation, Quarantined, Reason, Turn
-from data_prep.show import cli as show_cli
+import usersim.data_prep.adapters as adapters
+from usersim.data_prep.config import DataPrepConfig, SourceConfig, SplitConfig
+from usersim.data_prep.main import SourceCounts, main
+from usersim.data_prep.schema import Conversation, Quarantined, Reason, Turn
+from usersim.data_prep.show import cli as show_cli
 
 N_CHATS = 30
 N_USERS = 12
@@ -144,7 +144,7 @@ def test_annotator_writes_goals_through_main(tmp_path, fake_adapter):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from data_prep.config import AnnotatorConfig, ConditioningConfig
+    from usersim.data_prep.config import AnnotatorConfig, ConditioningConfig
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
@@ -174,7 +174,7 @@ def test_annotator_writes_goals_through_main(tmp_path, fake_adapter):
 
 
 def test_cli_with_overrides(tmp_path, fake_adapter, capsys):
-    from data_prep.main import cli
+    from usersim.data_prep.main import cli
 
     assert cli(["--output_dir", str(tmp_path / "cli"), "sources=[{adapter: fake, name: fake, max_items: 20}]",
                 "show_progress=false", "seed=5"]) == 0

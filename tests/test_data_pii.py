@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from data_prep.pii import PLACEHOLDERS, scrub_text
+from usersim.data_prep.pii import PLACEHOLDERS, scrub_text
 
 POSITIVES = [
     ("write to john.doe+news@mail.example.co.uk today", "write to <EMAIL> today", "email"),

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_prep.adapters import iter_source
-from data_prep.config import SourceConfig
-from data_prep.schema import Conversation, Reason, Turn
-from data_prep.split import SPLITS, TRAIN, assert_no_held_out_leak, assign_split, route_conversation
+from usersim.data_prep.adapters import iter_source
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import Conversation, Reason, Turn
+from usersim.data_prep.split import SPLITS, TRAIN, assert_no_held_out_leak, assign_split, route_conversation
 
 REPO = str(Path(__file__).resolve().parents[1])
 FRACTIONS = {"validation": 0.2, "test": 0.2}
@@ -32,7 +32,7 @@ def split_by_user(conversations, seed, fractions):
 def test_assign_split_is_deterministic_across_processes_and_seed_dependent():
     users = [f"user-{i}" for i in range(200)]
     here = [assign_split(u, 7, FRACTIONS) for u in users]
-    code = ("from data_prep.split import assign_split;"
+    code = ("from usersim.data_prep.split import assign_split;"
             f"print(','.join(assign_split(f'user-{{i}}', 7, {FRACTIONS!r}) for i in range(200)))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PYTHONPATH": REPO}).stdout.strip().split(",")

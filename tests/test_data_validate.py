@@ -1,7 +1,7 @@
-from data_prep.config import FilterConfig
-from data_prep.dedupe import DuplicateFilter, conversation_key
-from data_prep.schema import Conversation, Quarantined, Reason, Turn
-from data_prep.validate import drop_empty_turns, merge_consecutive_turns, validate_conversation
+from usersim.data_prep.config import FilterConfig
+from usersim.data_prep.dedupe import DuplicateFilter, conversation_key
+from usersim.data_prep.schema import Conversation, Quarantined, Reason, Turn
+from usersim.data_prep.validate import drop_empty_turns, merge_consecutive_turns, validate_conversation
 
 
 def conv(*turns, **kw):

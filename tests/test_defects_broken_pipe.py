@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.config import DataPrepConfig, FilterConfig, SourceConfig, SplitConfig
-from data_prep.main import main as data_main
+from usersim.data_prep.config import DataPrepConfig, FilterConfig, SourceConfig, SplitConfig
+from usersim.data_prep.main import main as data_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import warnings
 
 import torch
 
-from train.config import LoraSettings, TrainConfig
-from train.main import main
+from usersim.train.config import LoraSettings, TrainConfig
+from usersim.train.main import main
 from toy_data import write_toy_data_dir
 
 torch.set_num_threads(1)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from eval.discriminate_cli import InputError, cli, read_turns, score
+from usersim.eval.discriminate_cli import InputError, cli, read_turns, score
 
 HUMAN = ["hey whats up", "not much lol u?", "going to the beach tmrw", "my dog loves it there",
          "haha nice", "what r u doing later?", "idk maybe a movie", "cool cool"]

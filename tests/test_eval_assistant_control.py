@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.bootstrap import bootstrap_mean_by_user
-from eval.failure_modes import is_assistant_like
+from usersim.eval.bootstrap import bootstrap_mean_by_user
+from usersim.eval.failure_modes import is_assistant_like
 from real_turns import chitchat_user_turns, sharegpt_exchanges
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eval.controllability import controllability_metrics, style_match, swapped_conditions, topic_overlap
+from usersim.eval.controllability import controllability_metrics, style_match, swapped_conditions, topic_overlap
 
 HIKER = {"persona": "", "goal": "plan a hiking trip with my dogs", "knowledge_discloses": ["I have two dogs"],
          "knowledge_asks": ["a good trail near denver"], "style": {"length": "short", "casing": "lower"}}

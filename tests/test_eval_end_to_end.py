@@ -8,11 +8,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_run lives beside the tests
 
-from data_prep.records import per_turn_items  # noqa: E402
-from data_prep.stage_config import load_config  # noqa: E402
-from eval.config import EvalConfig  # noqa: E402
-from eval.main import aligned_curves, cli, format_table, select_items  # noqa: E402
-from eval.registry import Metric  # noqa: E402
+from usersim.data_prep.records import per_turn_items  # noqa: E402
+from usersim.data_prep.stage_config import load_config  # noqa: E402
+from usersim.eval.config import EvalConfig  # noqa: E402
+from usersim.eval.main import aligned_curves, cli, format_table, select_items  # noqa: E402
+from usersim.eval.registry import Metric  # noqa: E402
 from metrics_contract import validate_metrics_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     assert len(plots["disclosure_curve"]["turn_index"]) == len(plots["disclosure_curve"]["human"])
 
     # the report and the model card render from this real output (not only from invented numbers)
-    from eval.report import cli as report_cli
+    from usersim.eval.report import cli as report_cli
 
     assert report_cli([str(out)]) == 0
     html = (out / "report.html").read_text(encoding="utf-8")
@@ -155,7 +155,7 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
 
 
 def test_eval_refuses_items_whose_condition_holds_their_target(tmp_path):
-    from eval.main import load_held_out
+    from usersim.eval.main import load_held_out
 
     records = tiny_records()
     for r in records:  # the old, leaky conditioning: a verbatim user sentence as knowledge
@@ -166,7 +166,7 @@ def test_eval_refuses_items_whose_condition_holds_their_target(tmp_path):
 
 
 def test_eval_fails_clearly_without_a_data_run(tmp_path):
-    from eval.main import load_held_out
+    from usersim.eval.main import load_held_out
 
     with pytest.raises(FileNotFoundError, match="usersim data"):
         load_held_out(EvalConfig(data_dir=str(tmp_path / "nope")))

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from eval.failure_modes import (answered_questions, end_prf, failure_mode_metrics, is_assistant_like,
+from usersim.eval.failure_modes import (answered_questions, end_prf, failure_mode_metrics, is_assistant_like,
                                 knowledge_leak, reasks, revealed_items, sample_diversity_metrics, self_similarity,
                                 style_mismatch)
-from eval.style_features import content_tokens, has_question, politeness_count, text_features
+from usersim.eval.style_features import content_tokens, has_question, politeness_count, text_features
 
 
 def test_style_features_on_examples():

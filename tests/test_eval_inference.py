@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy.stats import norm, t as student_t
 
-from eval.discriminators import balanced_accuracy, discriminate, safe_auc
-from eval.judges import FAST, Context, build_judges, fast_features
-from eval.paired import (RIDGE, complete_pairs, cross_fit_margins, fold_smoothers, gram, pair_scores, paired_discrimination,
+from usersim.eval.discriminators import balanced_accuracy, discriminate, safe_auc
+from usersim.eval.judges import FAST, Context, build_judges, fast_features
+from usersim.eval.paired import (RIDGE, complete_pairs, cross_fit_margins, fold_smoothers, gram, pair_scores, paired_discrimination,
                          user_folds)
-from eval.permutation import cluster_robust_interval, minimum_detectable_effect, permutation_inference
+from usersim.eval.permutation import cluster_robust_interval, minimum_detectable_effect, permutation_inference
 from real_turns import chitchat_user_turns, disjoint_user_samples, sharegpt_exchanges
 
 

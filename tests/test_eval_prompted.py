@@ -1,4 +1,4 @@
-"""eval.prompted: messages, stop marker, hit_cap, a tiny local chat model, an endpoint on 127.0.0.1, real SmolLM2."""
+"""usersim.eval.prompted: messages, stop marker, hit_cap, a tiny local chat model, an endpoint on 127.0.0.1, real SmolLM2."""
 
 import dataclasses
 import importlib.util
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from eval import prompted
-from eval.prompted import (CONTINUE_CUE, OPENING_CUE, EndpointError, PromptedConfig, chat_completions_url,
+from usersim.eval import prompted
+from usersim.eval.prompted import (CONTINUE_CUE, OPENING_CUE, EndpointError, PromptedConfig, chat_completions_url,
                            describe_condition, generate_prompted_turns, parse_reply, prompted_messages)
 from usersim.simulator import SimulatorTurn
 
@@ -114,7 +114,7 @@ CHATML = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% e
 
 @pytest.fixture(scope="module")
 def tiny_chat_model(tmp_path_factory):
-    from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+    from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 
     texts = ["hello there, how are you?", "plan a hiking trip with my dogs", "I have two dogs", "a trail near denver",
              "<|system|> <|user|> <|assistant|>", OPENING_CUE, CONTINUE_CUE] * 5

@@ -1,4 +1,4 @@
-"""eval.shard: `usersim eval` over 2 processes (gloo on CPU) gives the samples and metrics of 1 process."""
+"""usersim.eval.shard: `usersim eval` over 2 processes (gloo on CPU) gives the samples and metrics of 1 process."""
 
 import json
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.shard import Shard, merge_rows, merge_turns
-from eval.simulate import SystemTurns
+from usersim.eval.shard import Shard, merge_rows, merge_turns
+from usersim.eval.simulate import SystemTurns
 from test_eval_end_to_end import tiny_records, write_data_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,10 +54,10 @@ def test_two_processes_give_the_samples_and_metrics_of_one(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "eval.main", *args, "--output_dir", str(one)], cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "-m", "usersim.eval.main", *args, "--output_dir", str(one)], cwd=ROOT, env=env,
                    check=True, capture_output=True, timeout=600)
     launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_port", str(_free_port()), "-m", "eval.main", *args, "--output_dir", str(two)],
+                               "--master_port", str(_free_port()), "-m", "usersim.eval.main", *args, "--output_dir", str(two)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert "shared by 2 processes" in launched.stdout

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from eval.behaviour import (behaviour_metrics, distinct_n, ending_metrics, first_turn_diversity_metrics, jsd,
+from usersim.eval.behaviour import (behaviour_metrics, distinct_n, ending_metrics, first_turn_diversity_metrics, jsd,
                             ks_statistic, mattr, wasserstein)
-from eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user, user_index_groups
+from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user, user_index_groups
 
 
 def test_user_index_groups_keep_each_users_items_together():
@@ -113,7 +113,7 @@ def test_first_turn_diversity_and_ending_metrics():
 
 
 def test_first_turn_self_similarity_ignores_pairs_of_the_same_resampled_item():
-    from eval.behaviour import mean_pairwise, pairwise_jaccard_matrix
+    from usersim.eval.behaviour import mean_pairwise, pairwise_jaccard_matrix
 
     sim = pairwise_jaccard_matrix(["a b", "c d", "a b"])
     assert sim[0, 2] == 1.0 and sim[0, 1] == 0.0

@@ -14,11 +14,11 @@ from pathlib import Path
 import evaluate
 import pytest
 
-from eval.config import EvalConfig
-from eval.discriminate_cli import cli
-from eval.judges import FAST
-from eval.main import run_paired
-from eval.metrics import MODULES, module_path
+from usersim.eval.config import EvalConfig
+from usersim.eval.discriminate_cli import cli
+from usersim.eval.judges import FAST
+from usersim.eval.main import run_paired
+from usersim.eval.metrics import MODULES, module_path
 from real_turns import chitchat_user_turns, disjoint_user_samples
 
 REPO = Path(__file__).resolve().parents[1]

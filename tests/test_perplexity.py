@@ -1,4 +1,4 @@
-"""eval.perplexity: exact supervised-token counts, agreement with the model's own loss, overfit test, CI."""
+"""usersim.eval.perplexity: exact supervised-token counts, agreement with the model's own loss, overfit test, CI."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from data_prep.prompt_format import END_OF_CONVERSATION, IGNORE_INDEX, Condition, tokenize_conversation
-from data_prep.schema import Turn
-from eval.perplexity import perplexity_with_ci, record_windows, user_turn_nll
+from usersim.data_prep.prompt_format import END_OF_CONVERSATION, IGNORE_INDEX, Condition, tokenize_conversation
+from usersim.data_prep.schema import Turn
+from usersim.eval.perplexity import perplexity_with_ci, record_windows, user_turn_nll
 from tiny_run import build_tiny_run, record_tensors, tiny_records
 from usersim.simulator import UserSimulator
 

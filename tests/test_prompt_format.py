@@ -4,14 +4,14 @@ import random
 
 import pytest
 
-from data_prep.conditioning import build_condition
-from data_prep.config import ConditioningConfig
-from data_prep.prompt_format import (END_OF_CONVERSATION, IGNORE_INDEX, Condition, drop_condition_fields,
+from usersim.data_prep.conditioning import build_condition
+from usersim.data_prep.config import ConditioningConfig
+from usersim.data_prep.prompt_format import (END_OF_CONVERSATION, IGNORE_INDEX, Condition, drop_condition_fields,
                                      render_generation_prompt, render_simulator_prompt, render_units,
                                      tokenize_conversation, tokenize_segments)
-from data_prep.records import conversation_record, per_turn_items
-from data_prep.schema import ASSISTANT, USER, Conversation, Turn
-from train.tiny_model import train_tiny_tokenizer
+from usersim.data_prep.records import conversation_record, per_turn_items
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Turn
+from usersim.train.tiny_model import train_tiny_tokenizer
 
 CONVERSATIONS = [
     [("user", "hey there"), ("assistant", "Hi! How can I help?"), ("user", "i have two dogs. any tips?"),

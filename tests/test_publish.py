@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from huggingface_hub import ModelCard
 
-from eval.failure_mode_table import FAILURE_MODES
+from usersim.eval.failure_mode_table import FAILURE_MODES
 from usersim.publish import PublishError, build_publish_folder, cli, list_folder, push_folder
 from synthetic_eval_run import HEADLINES, write_tree
 

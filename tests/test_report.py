@@ -1,4 +1,4 @@
-"""eval.report / eval.plots: report.html + report.md rendered from an eval run, checked as text and in Chromium."""
+"""usersim.eval.report / usersim.eval.plots: report.html + report.md rendered from an eval run, checked as text and in Chromium."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.failure_mode_table import FAILURE_MODES, failure_mode_lines
-from eval.plots import failure_mode_chart, plot_drift, plot_roc, plot_turn_length, render_plots
-from eval.report import cli, md_cell, metric_table, render_report
+from usersim.eval.failure_mode_table import FAILURE_MODES, failure_mode_lines
+from usersim.eval.plots import failure_mode_chart, plot_drift, plot_roc, plot_turn_length, render_plots
+from usersim.eval.report import cli, md_cell, metric_table, render_report
 from synthetic_eval_run import HEADLINES, HOSTILE_TEXT, write_tree
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from data_prep.prompt_format import Condition
+from usersim.data_prep.prompt_format import Condition
 from usersim.rl.env import BatchUserSimEnv, UserSimEnv
 from usersim.rl.scenarios import Scenario, load_scenarios_file, scenarios_from_dataset, scenarios_from_dicts
 from usersim.simulator import SimulatorTurn

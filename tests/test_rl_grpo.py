@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from data_prep.prompt_format import Condition
+from usersim.data_prep.prompt_format import Condition
 from usersim.rl.rollout import PlainTranscriptFormat, SimulatorRollout
 from usersim.rl.scenarios import Scenario
 
@@ -59,7 +59,7 @@ def test_usersim_rl_main_runs_grpo_steps_and_writes_the_reward_curve(tiny_run_di
     from datasets import Dataset, DatasetDict
     from tiny_run import tiny_records
 
-    from data_prep.stage_config import load_config
+    from usersim.data_prep.stage_config import load_config
     from usersim.rl.config import RLConfig
     from usersim.rl.main import main
 
@@ -83,7 +83,7 @@ def test_usersim_rl_main_runs_grpo_steps_and_writes_the_reward_curve(tiny_run_di
 
 
 def test_a_custom_reward_with_spread_moves_the_policy(tiny_run_dir, tiny_sim, tmp_path):
-    from data_prep.stage_config import load_config
+    from usersim.data_prep.stage_config import load_config
     from usersim.rl.config import RLConfig
     from usersim.rl.main import build_trainer
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from data_prep.prompt_format import Condition
+from usersim.data_prep.prompt_format import Condition
 from usersim.rl.env import Transcript
 from usersim.rl.rewards import (REWARDS, asks_answered, combine, content_words, discloses_elicited, goal_progress,
                                 resolve_rewards, user_ended)

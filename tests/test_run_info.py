@@ -1,4 +1,4 @@
-"""data_prep.run_info.peak_rss_mb: the one peak-memory figure of stages and benchmarks."""
+"""usersim.data_prep.run_info.peak_rss_mb: the one peak-memory figure of stages and benchmarks."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 # Linux keeps a process's peak RSS across fork/exec, so the child's size is set relative to ours.
 SCRIPT = """
 import json, subprocess, sys
-from data_prep.run_info import peak_rss_mb
+from usersim.data_prep.run_info import peak_rss_mb
 target = int(peak_rss_mb()) + 300
 subprocess.run([sys.executable, "-c", f"b = bytearray({target} * 2**20); b[::4096] = bytes(len(b[::4096]))"],
                check=True)

@@ -1,13 +1,13 @@
-"""eval.simulate.generate_turns: shape, order/batch independence, base switch, condition override."""
+"""usersim.eval.simulate.generate_turns: shape, order/batch independence, base switch, condition override."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from data_prep.prompt_format import Condition
-from data_prep.records import per_turn_items
-from eval.simulate import generate_turns, length_order
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.records import per_turn_items
+from usersim.eval.simulate import generate_turns, length_order
 from tiny_run import tiny_records
 from usersim.simulator import SimulatorTurn, UserSimulator
 
@@ -73,7 +73,7 @@ def test_length_order_is_longest_first_and_stable():
 
 def test_at_budget_cuts_every_side_at_the_same_token_count(tiny_sim):
     """Real and simulated turns are compared on their first ``budget`` tokens: a cap is no tell."""
-    from eval.simulate import SystemTurns
+    from usersim.eval.simulate import SystemTurns
 
     tok = tiny_sim.tokenizer
     budget = 5

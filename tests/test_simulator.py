@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from data_prep.prompt_format import (END_OF_CONVERSATION, HEADER, USER_MARKER, Condition, render_generation_prompt,
+from usersim.data_prep.prompt_format import (END_OF_CONVERSATION, HEADER, USER_MARKER, Condition, render_generation_prompt,
                                      tokenize_conversation, tokenize_segments)
-from data_prep.schema import Turn
+from usersim.data_prep.schema import Turn
 from tiny_run import TINY_CONDITION, tiny_records
-from train.config import TrainConfig
-from train.main import resolve_dtype
+from usersim.train.config import TrainConfig
+from usersim.train.main import resolve_dtype
 from usersim.simulator import (RowwiseSampler, SimulatorTurn, UserSimulator, clean_generated_text, derive_seed,
                                left_pad, make_condition)
 

@@ -1,16 +1,16 @@
-"""data_prep.style, the one style ruler: hand-written turns with known answers, and the condition that
+"""usersim.data_prep.style, the one style ruler: hand-written turns with known answers, and the condition that
 data_prep writes agreeing with what eval measures on the same text."""
 
 import pytest
 
-from data_prep.conditioning import build_condition
-from data_prep.config import ConditioningConfig
-from data_prep.schema import Conversation, Turn
-from data_prep.style import emoji_count, is_typo, sentences, style_buckets, turn_style, words
-from eval.behaviour import STATS
-from eval.controllability import style_match
-from eval.failure_modes import style_mismatch
-from eval.style_features import text_features
+from usersim.data_prep.conditioning import build_condition
+from usersim.data_prep.config import ConditioningConfig
+from usersim.data_prep.schema import Conversation, Turn
+from usersim.data_prep.style import emoji_count, is_typo, sentences, style_buckets, turn_style, words
+from usersim.eval.behaviour import STATS
+from usersim.eval.controllability import style_match
+from usersim.eval.failure_modes import style_mismatch
+from usersim.eval.style_features import text_features
 from real_turns import chitchat_user_turns
 
 

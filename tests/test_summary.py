@@ -1,4 +1,4 @@
-"""eval.summary: what `make all` ends with, read from metrics.json only."""
+"""usersim.eval.summary: what `make all` ends with, read from metrics.json only."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
-from eval.failure_mode_table import FAILURE_MODES
-from eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
-from eval.summary import (EvalRunError, explain_flag, find_metric, fmt, fmt_ci, load_eval_run, main, page_status,
+from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
+from usersim.eval.failure_mode_table import FAILURE_MODES
+from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
+from usersim.eval.summary import (EvalRunError, explain_flag, find_metric, fmt, fmt_ci, load_eval_run, main, page_status,
                           summary_lines)
 from synthetic_eval_run import HEADLINES, metric_rows, write_tree
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from train.base_model import (MARKER, InstructBaseError, _marker_ok, hash_directory, instruct_reason,
+from usersim.train.base_model import (MARKER, InstructBaseError, _marker_ok, hash_directory, instruct_reason,
                               prepare_base_model)
-from train.config import TrainConfig
-from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+from usersim.train.config import TrainConfig
+from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 
 
 @pytest.mark.parametrize("name", ["google/gemma-3-270m-it", "Qwen/Qwen2.5-0.5B-Instruct", "meta/llama-chat",

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from train.batching import (batch_token_counts, collate_packed, collate_padded, length_grouped_batches, pack_rows,
+from usersim.train.batching import (batch_token_counts, collate_packed, collate_padded, length_grouped_batches, pack_rows,
                             steps_for_rank)
 
 

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from train.checkpoint import STATE, ResumeMismatchError, check_resumable, load_rng, save_rng
+from usersim.train.checkpoint import STATE, ResumeMismatchError, check_resumable, load_rng, save_rng
 
 PLAN = {"world_size": 2, "grad_accum_steps": 2, "engine": "plain", "seed": 0, "packing": True,
         "max_tokens_per_batch": 512, "max_seq_len": 256, "condition_dropout": 0.3, "max_train_records": 0}

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_prep.stage_config import ConfigError, load_config
-from train.config import TrainConfig
+from usersim.data_prep.stage_config import ConfigError, load_config
+from usersim.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("path", sorted((CONFIGS / "train").glob("*.yaml")), ids=lambda p: p.name)
 def test_train_configs_load_and_name_their_command(path):
     cfg = load_config(TrainConfig, path)
-    assert path.read_text().startswith("# ") and "train.main" in path.read_text().splitlines()[0]
+    assert path.read_text().startswith("# ") and "usersim.train.main" in path.read_text().splitlines()[0]
     assert cfg.max_tokens_per_batch >= cfg.max_seq_len
 
 

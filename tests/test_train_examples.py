@@ -2,11 +2,11 @@
 
 import pytest
 
-from data_prep.prompt_format import END_OF_CONVERSATION, HEADER, Condition, render_condition
-from data_prep.records import conversation_record
-from data_prep.schema import ASSISTANT, USER, Conversation, Turn
-from train.examples import NoSupervisedTokensError, record_condition, record_to_example, records_to_examples
-from train.tiny_model import train_tiny_tokenizer
+from usersim.data_prep.prompt_format import END_OF_CONVERSATION, HEADER, Condition, render_condition
+from usersim.data_prep.records import conversation_record
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Turn
+from usersim.train.examples import NoSupervisedTokensError, record_condition, record_to_example, records_to_examples
+from usersim.train.tiny_model import train_tiny_tokenizer
 from toy_data import toy_records
 
 

@@ -1,7 +1,7 @@
 """FSDP2 on CPU: sharded training, evaluation and checkpoints with 2 gloo processes.
 
 accelerate cannot put FSDP on the CPU (see the skipped test below), but torch's ``fully_shard`` runs
-on CPU with gloo. So these tests drive ``train.loop.train_loop`` through a small stand-in for the
+on CPU with gloo. So these tests drive ``usersim.train.loop.train_loop`` through a small stand-in for the
 accelerator that does what accelerate's FSDP2 path does (fully_shard per decoder layer + root,
 optimizer re-pointed at the sharded parameters, no gradient sync inside an accumulation window).
 What is checked is this project's FSDP code: evaluate() with unequal rows per rank (would hang
@@ -21,13 +21,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from train import batching
-from train.checkpoint import gather_trainable
-from train.config import LoraSettings, TrainConfig
-from train.examples import records_to_examples
-from train.lora import wrap_with_lora
-from train.loop import train_loop
-from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+from usersim.train import batching
+from usersim.train.checkpoint import gather_trainable
+from usersim.train.config import LoraSettings, TrainConfig
+from usersim.train.examples import records_to_examples
+from usersim.train.lora import wrap_with_lora
+from usersim.train.loop import train_loop
+from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 from toy_data import toy_records
 
 ACCELERATE_NO_CPU_FSDP = (

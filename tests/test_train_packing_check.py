@@ -4,13 +4,13 @@ import pytest
 import torch
 import transformers.masking_utils
 
-from train.config import LoraSettings, TrainConfig
-from train.examples import record_to_example
-from train.lora import wrap_with_lora
-from train.loss import SupervisedLoss
-from train.main import main
-from train.packing_check import PackingMaskError, check_packing, pick_records, tolerance_for
-from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+from usersim.train.config import LoraSettings, TrainConfig
+from usersim.train.examples import record_to_example
+from usersim.train.lora import wrap_with_lora
+from usersim.train.loss import SupervisedLoss
+from usersim.train.main import main
+from usersim.train.packing_check import PackingMaskError, check_packing, pick_records, tolerance_for
+from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 from toy_data import toy_records, write_toy_data_dir
 
 torch.set_num_threads(1)

@@ -35,9 +35,9 @@ def env():
 
 def torchrun(out, port, *extra):
     # torchrun: `accelerate launch --cpu --num_processes 2` starts one process unless mpirun is used;
-    # train.main builds Accelerator(cpu=True) without a GPU, so the two ranks join over gloo.
+    # usersim.train.main builds Accelerator(cpu=True) without a GPU, so the two ranks join over gloo.
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-            "-m", "train.main", "--config", "configs/train/smoke.yaml", "--output_dir", str(out), *extra]
+            "-m", "usersim.train.main", "--config", "configs/train/smoke.yaml", "--output_dir", str(out), *extra]
 
 
 def metrics(run):
@@ -57,8 +57,8 @@ def assert_same_run(run, reference, tol=1e-4):
 
 
 def load_train_config(overrides):
-    from data_prep.stage_config import load_config
-    from train.config import TrainConfig
+    from usersim.data_prep.stage_config import load_config
+    from usersim.train.config import TrainConfig
 
     return load_config(TrainConfig, REPO / "configs/train/smoke.yaml", overrides)
 
@@ -82,7 +82,7 @@ def ddp_reference(data_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_two_processes_with_accumulation_match_one_process_with_twice_the_accumulation(ddp_reference, data_dir,
                                                                                       tmp_path, capsys):
-    from train.main import main
+    from usersim.train.main import main
 
     out, log = ddp_reference
     assert "rank 0 of 2 done: trained up to step 8" in log and "rank 1 of 2 done: trained up to step 8" in log
@@ -106,8 +106,8 @@ def test_two_processes_with_accumulation_match_one_process_with_twice_the_accumu
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(ddp_reference, data_dir, tmp_path):
-    from train.checkpoint import ResumeMismatchError
-    from train.main import main
+    from usersim.train.checkpoint import ResumeMismatchError
+    from usersim.train.main import main
 
     reference, _ = ddp_reference
     killed = tmp_path / "killed"

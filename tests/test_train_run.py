@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train.loss
-from train.config import LoraSettings, TrainConfig
-from train.lora import wrap_with_lora
-from train.loop import NonFiniteLossError
-from train.main import main
-from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+import usersim.train.loss
+from usersim.train.config import LoraSettings, TrainConfig
+from usersim.train.lora import wrap_with_lora
+from usersim.train.loop import NonFiniteLossError
+from usersim.train.main import main
+from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 from toy_data import write_toy_data_dir
 
 torch.set_num_threads(1)
@@ -68,8 +68,8 @@ def test_adapter_reloads_onto_recorded_base(finished_run):
 
 
 def test_tiny_model_overfits_a_fixed_batch_and_only_lora_weights_change():
-    from train.batching import collate_packed
-    from train.examples import record_to_example
+    from usersim.train.batching import collate_packed
+    from usersim.train.examples import record_to_example
     from toy_data import toy_records
 
     records = toy_records(4, seed=9)
@@ -80,7 +80,7 @@ def test_tiny_model_overfits_a_fixed_batch_and_only_lora_weights_change():
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
     for _ in range(40):
-        loss_sum, n = train.loss.supervised_only_loss(model, **batch)
+        loss_sum, n = usersim.train.loss.supervised_only_loss(model, **batch)
         (loss_sum / n).backward()
         opt.step()
         opt.zero_grad()
@@ -111,7 +111,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path,
 
 
 def test_non_finite_loss_stops_training_and_names_the_step(data_dir, tmp_path, monkeypatch):
-    real = train.loss.supervised_only_loss
+    real = usersim.train.loss.supervised_only_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -119,7 +119,7 @@ def test_non_finite_loss_stops_training_and_names_the_step(data_dir, tmp_path, m
         calls["n"] += 1
         return (loss_sum * float("inf") if calls["n"] == 2 else loss_sum), n
 
-    monkeypatch.setattr(train.loss, "supervised_only_loss", poisoned)
+    monkeypatch.setattr(usersim.train.loss, "supervised_only_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="at step 2"):
         main(tiny_cfg(data_dir, tmp_path / "nan", eval_steps=0, save_steps=0))
     assert calls["n"] == 2  # nothing ran after the poisoned step

@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import torch
 
-from data_prep.prompt_format import Condition, render_simulator_prompt, tokenize_segments
-from data_prep.schema import Turn
-from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+from usersim.data_prep.prompt_format import Condition, render_simulator_prompt, tokenize_segments
+from usersim.data_prep.schema import Turn
+from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 
 TINY_CONDITION = {"persona": "country: US", "goal": "talk about weekend plans",
                   "knowledge_discloses": ["I have two dogs"], "knowledge_asks": ["a good hike nearby"],

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from data_prep.prompt_format import Condition
-from data_prep.records import conversation_record
-from data_prep.schema import ASSISTANT, USER, Conversation, Turn
+from usersim.data_prep.prompt_format import Condition
+from usersim.data_prep.records import conversation_record
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Turn
 
 WORDS = ("hey hi so um well yeah no maybe dogs cats weekend hike pizza rain movie music work school "
          "tired happy weird cool lol ok sure what why how when where tomorrow today friend game").split()

@@ -7,7 +7,7 @@
   once as an ordinary checkpoint under ``cache_dir/<name>-<sha256[:12]>``. A marker JSON stores the
   GGUF sha256 and a hash of the saved files; a mismatch (edited, truncated) recreates it.
 - ``tiny-random`` (smoke profile): a BPE tokenizer trained on the training texts and a 2-layer
-  random Llama (train.tiny_model), saved into ``RUN_DIR/base_model/``.
+  random Llama (usersim.train.tiny_model), saved into ``RUN_DIR/base_model/``.
 - anything else: an HF id (resolved through the local HF cache; offline runs never download) or a
   local checkpoint directory.
 
@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from train.config import TrainConfig
+from usersim.train.config import TrainConfig
 
 GGUF_DEFAULT = "gemma3-270m-gguf"
 TINY_RANDOM = "tiny-random"
@@ -199,7 +199,7 @@ def convert_gguf(gguf_path: Path, gguf_sha: str, out_dir: Path, *, source: str, 
 
 
 def build_tiny_random(cfg: TrainConfig, texts: Iterable[str]) -> Path:
-    from train.tiny_model import build_tiny_model, train_tiny_tokenizer
+    from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 
     out_dir = Path(cfg.output_dir).resolve() / "base_model"
     tokenizer = train_tiny_tokenizer(texts, vocab_size=cfg.tiny_vocab_size)

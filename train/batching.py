@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from data_prep.prompt_format import IGNORE_INDEX
+from usersim.data_prep.prompt_format import IGNORE_INDEX
 
 
 def pack_rows(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:

@@ -1,7 +1,7 @@
 """``TrainConfig``: every key of the train stage, with its default and meaning.
 
 YAML files under ``configs/train/`` set these; ``usersim train --config F key=value`` (or
-``accelerate launch -m train.main --config F key=value``) overrides them.
+``accelerate launch -m usersim.train.main --config F key=value``) overrides them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class LoraSettings:
     r: int = 16  # adapter rank
     alpha: int = 32  # scaling numerator (scale = alpha / r)
     dropout: float = 0.05  # dropout on the adapter input
-    # Module names to adapt; [] = the architecture's default (train.lora.DEFAULT_TARGET_MODULES):
+    # Module names to adapt; [] = the architecture's default (usersim.train.lora.DEFAULT_TARGET_MODULES):
     # q/k/v/o + gate/up/down projections for the llama and gemma families.
     target_modules: list[str] = field(default_factory=list)
 

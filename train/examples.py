@@ -1,6 +1,6 @@
 """Conversation records -> token ids + labels, with condition dropout.
 
-Rendering, tokenisation and the length policy are :func:`data_prep.prompt_format.tokenize_conversation`
+Rendering, tokenisation and the length policy are :func:`usersim.data_prep.prompt_format.tokenize_conversation`
 (the one sequence builder): a record longer than ``max_seq_len`` keeps its condition header and
 drops its oldest whole turns; if the header plus the last target still does not fit, the tokens are
 cut at max_seq_len. This module only decides *which* condition fields a record shows in a given
@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
-from data_prep.prompt_format import Condition, drop_condition_fields, tokenize_conversation
-from data_prep.schema import Turn
+from usersim.data_prep.prompt_format import Condition, drop_condition_fields, tokenize_conversation
+from usersim.data_prep.schema import Turn
 
 
 class NoSupervisedTokensError(ValueError):

@@ -22,9 +22,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from train import batching, checkpoint
-from train.config import TrainConfig
-from train.loss import SupervisedLoss
+from usersim.train import batching, checkpoint
+from usersim.train.config import TrainConfig
+from usersim.train.loss import SupervisedLoss
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,7 +92,7 @@ def evaluate(accelerator: Any, loss_model: torch.nn.Module, examples: Sequence[d
 
 
 def training_plan(accelerator: Any, cfg: TrainConfig) -> dict[str, Any]:
-    """What a resume must match (train.checkpoint.check_resumable): the process layout and the data settings."""
+    """What a resume must match (usersim.train.checkpoint.check_resumable): the process layout and the data settings."""
     return {"world_size": accelerator.num_processes, "grad_accum_steps": cfg.grad_accum_steps,
             "engine": checkpoint.engine_of(accelerator), "seed": cfg.seed, "packing": cfg.packing,
             "max_tokens_per_batch": cfg.max_tokens_per_batch, "max_seq_len": cfg.max_seq_len,
@@ -129,7 +129,7 @@ def train_loop(accelerator: Any, peft_model: torch.nn.Module, cfg: TrainConfig, 
                pad_id: int, log: Callable[..., None]) -> tuple[TrainHistory, dict[str, Any]]:
     """Train ``peft_model`` in place; returns the history and this run's ``{wall_s, tokens, completed, module}``
     (``module``: the prepared training module, which a collective final save needs)."""
-    from train.packing_check import check_packing
+    from usersim.train.packing_check import check_packing
 
     world, rank = accelerator.num_processes, accelerator.process_index
     check_accumulation(accelerator, cfg)

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from train.config import LoraSettings
+from usersim.train.config import LoraSettings
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_prep.prompt_format import IGNORE_INDEX
+from usersim.data_prep.prompt_format import IGNORE_INDEX
 
 # model_type -> how the final logits are transformed after the LM head projection.
 # "softcap": tanh(x / c) * c with c = config.final_logit_softcapping (when set);

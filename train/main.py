@@ -1,4 +1,4 @@
-"""``usersim train`` / ``accelerate launch -m train.main``: LoRA-train a base LM into a user simulator.
+"""``usersim train`` / ``accelerate launch -m usersim.train.main``: LoRA-train a base LM into a user simulator.
 
 Reads ``DATA_DIR/dataset`` (train + validation conversation records), writes RUN_DIR with the
 adapter, tokenizer, base_model.json, config.yaml + run_info.json, train_metrics.json and
@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from data_prep.run_info import write_run_dir_header
-from data_prep.stage_config import run_stage_cli
-from train.base_model import TINY_RANDOM, base_model_sha256, prepare_base_model, write_base_model_json
-from train.config import TrainConfig
-from train.examples import records_to_examples
-from train.lora import wrap_with_lora
-from train.checkpoint import gather_trainable
-from train.loop import train_loop
-from train.outputs import plot_loss_curve, train_metrics
+from usersim.data_prep.run_info import write_run_dir_header
+from usersim.data_prep.stage_config import run_stage_cli
+from usersim.train.base_model import TINY_RANDOM, base_model_sha256, prepare_base_model, write_base_model_json
+from usersim.train.config import TrainConfig
+from usersim.train.examples import records_to_examples
+from usersim.train.lora import wrap_with_lora
+from usersim.train.checkpoint import gather_trainable
+from usersim.train.loop import train_loop
+from usersim.train.outputs import plot_loss_curve, train_metrics
 
 
 DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_prep.run_info import peak_rss_mb
-from train.loop import TrainHistory
+from usersim.data_prep.run_info import peak_rss_mb
+from usersim.train.loop import TrainHistory
 
 
 def train_metrics(history: TrainHistory, run_stats: dict[str, Any], wall_time_s: float, world_size: int) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import argparse
 import sys
 from typing import Any, Callable, TextIO
 
-from data_prep.prompt_format import STYLE_KEYS, Condition
-from data_prep.schema import ASSISTANT, USER, Turn
+from usersim.data_prep.prompt_format import STYLE_KEYS, Condition
+from usersim.data_prep.schema import ASSISTANT, USER, Turn
 from usersim.simulator import UserSimulator, derive_seed, make_condition
 
 QUIT = "/quit"

@@ -11,12 +11,12 @@ import sys
 
 # subcommand -> (module, function, one-line help). Modules are imported only when used.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("data_prep.main", "cli", "corpora -> validated, user-split, role-reversed dataset"),
-    "show": ("data_prep.show", "cli", "print a dataset record with its supervised spans highlighted"),
-    "train": ("train.main", "cli", "LoRA fine-tune a base LM into a user simulator"),
-    "eval": ("eval.main", "cli", "fidelity of a trained simulator against held-out humans"),
-    "discriminate": ("eval.discriminate_cli", "cli", "score any candidate user turns against real ones"),
-    "report": ("eval.report", "cli", "render report.html / report.md from an eval run"),
+    "data": ("usersim.data_prep.main", "cli", "corpora -> validated, user-split, role-reversed dataset"),
+    "show": ("usersim.data_prep.show", "cli", "print a dataset record with its supervised spans highlighted"),
+    "train": ("usersim.train.main", "cli", "LoRA fine-tune a base LM into a user simulator"),
+    "eval": ("usersim.eval.main", "cli", "fidelity of a trained simulator against held-out humans"),
+    "discriminate": ("usersim.eval.discriminate_cli", "cli", "score any candidate user turns against real ones"),
+    "report": ("usersim.eval.report", "cli", "render report.html / report.md from an eval run"),
     "publish": ("usersim.publish", "cli", "write (and optionally push) the Hub folder with a model card"),
     "chat": ("usersim.chat", "cli", "talk to a simulator: you play the assistant"),
     "rl": ("usersim.rl.main", "cli", "GRPO-train an assistant policy against a trained simulator (TRL)"),

@@ -8,9 +8,9 @@ refusing to touch an existing repo unless ``--create-pr`` or ``--overwrite``.
 The token comes from ``HF_TOKEN`` or ``hf auth login`` (``huggingface_hub.get_token``); it is
 passed to ``HfApi`` and nowhere else: never printed, logged or written.
 
-Every number in the card is read from the eval run's ``metrics.json`` (via ``eval.summary`` and
-``eval.report``): the paired headline with its verdict and flags, and the failure-mode table of
-``eval.failure_mode_table``, the same as the report's.
+Every number in the card is read from the eval run's ``metrics.json`` (via ``usersim.eval.summary`` and
+``usersim.eval.report``): the paired headline with its verdict and flags, and the failure-mode table of
+``usersim.eval.failure_mode_table``, the same as the report's.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from data_prep.prompt_format import STYLE_KEYS
-from eval.failure_mode_table import SYSTEM_LABELS, systems_present
-from eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
+from usersim.data_prep.prompt_format import STYLE_KEYS
+from usersim.eval.failure_mode_table import SYSTEM_LABELS, systems_present
+from usersim.eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
                          perplexity_rows)
-from eval.summary import EvalRun, EvalRunError, control_checks, fmt, load_eval_run, page_status, train_run_dir
+from usersim.eval.summary import EvalRun, EvalRunError, control_checks, fmt, load_eval_run, page_status, train_run_dir
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md.j2"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")

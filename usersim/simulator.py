@@ -7,7 +7,7 @@
                        goal="plan a weekend hike", style={"length": "short"}, seed=0)
     turn.text, turn.ends_conversation
 
-Prompts are built by :func:`data_prep.prompt_format.tokenize_conversation`, i.e. exactly the
+Prompts are built by :func:`usersim.data_prep.prompt_format.tokenize_conversation`, i.e. exactly the
 tokenisation and length policy the simulator was trained with; nothing here re-implements the
 format. This module imports ``data_prep`` and ``train`` only.
 
@@ -40,11 +40,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, TokenizedConversation,
+from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, TokenizedConversation,
                                      is_end_of_conversation, tokenize_conversation)
-from data_prep.schema import ROLES, Turn, stable_hash
-from train.config import TrainConfig
-from train.main import resolve_dtype
+from usersim.data_prep.schema import ROLES, Turn, stable_hash
+from usersim.train.config import TrainConfig
+from usersim.train.main import resolve_dtype
 
 # Defaults of respond / respond_batch; any key can be overridden through **generation.
 DEFAULT_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 0,

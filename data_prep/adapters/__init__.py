@@ -23,25 +23,25 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-from data_prep.config import SourceConfig
-from data_prep.schema import AdapterItem, Reason
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import AdapterItem, Reason
 
 # adapter name -> "module:function"
 ADAPTERS: dict[str, str] = {
-    "chitchat": "data_prep.adapters.chitchat:read_chitchat",
-    "sharegpt": "data_prep.adapters.sharegpt:read_sharegpt",
-    "wildchat": "data_prep.adapters.wildchat:read_wildchat",
-    "lmsys": "data_prep.adapters.wildchat:read_wildchat",
-    "oasst": "data_prep.adapters.oasst:read_oasst",
-    "jsonl": "data_prep.adapters.jsonl:read_jsonl",
+    "chitchat": "usersim.data_prep.adapters.chitchat:read_chitchat",
+    "sharegpt": "usersim.data_prep.adapters.sharegpt:read_sharegpt",
+    "wildchat": "usersim.data_prep.adapters.wildchat:read_wildchat",
+    "lmsys": "usersim.data_prep.adapters.wildchat:read_wildchat",
+    "oasst": "usersim.data_prep.adapters.oasst:read_oasst",
+    "jsonl": "usersim.data_prep.adapters.jsonl:read_jsonl",
 }
 
 
 # Adapters whose rows, in local JSONL files, can be mapped one line at a time away from the reader
 # (in worker processes): adapter name -> "module:function" of ``map_row(location, rec, name)``.
 LINE_MAPPERS: dict[str, str] = {
-    "wildchat": "data_prep.adapters.wildchat:map_row",
-    "lmsys": "data_prep.adapters.wildchat:map_row",
+    "wildchat": "usersim.data_prep.adapters.wildchat:map_row",
+    "lmsys": "usersim.data_prep.adapters.wildchat:map_row",
 }
 LINE_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -90,8 +90,8 @@ def iter_source_lines(source: SourceConfig) -> Iterator[RawLine | AdapterItem] |
     close = getattr(items, "close", None)
     if close is not None:
         close()
-    from data_prep.adapters.paths import is_hf, resolve_files, source_name
-    from data_prep.adapters.table_rows import TABLE_SUFFIXES
+    from usersim.data_prep.adapters.paths import is_hf, resolve_files, source_name
+    from usersim.data_prep.adapters.table_rows import TABLE_SUFFIXES
 
     if not source.path or is_hf(source.path):
         return None
@@ -103,7 +103,7 @@ def iter_source_lines(source: SourceConfig) -> Iterator[RawLine | AdapterItem] |
 
 def _raw_lines(files: list[Path], mapper: Callable, name: str) -> Iterator[RawLine | AdapterItem]:
     """What ``json_stream.iter_jsonl`` reads from each file, the lines left unparsed."""
-    from data_prep.adapters.json_stream import RawRecord
+    from usersim.data_prep.adapters.json_stream import RawRecord
 
     for file in files:
         offset, line_no, path = 0, 0, str(file)
@@ -122,7 +122,7 @@ def _raw_lines(files: list[Path], mapper: Callable, name: str) -> Iterator[RawLi
 
 def resolve_line(raw: RawLine, adapter: str, name: str) -> AdapterItem:
     """The item ``adapter`` yields for the raw line (source ``name``)."""
-    from data_prep.adapters.json_stream import _jsonl_record
+    from usersim.data_prep.adapters.json_stream import _jsonl_record
 
     rec, _ = _jsonl_record(raw.data, raw.line, raw.offset)
     return _line_mapper(adapter)(f"{raw.path}:{rec.line}", rec, name)

@@ -26,12 +26,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from data_prep.adapters.json_stream import iter_json_container, record_location
-from data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
-from data_prep.adapters.record_checks import (BadRecord, metadata_value, quarantine_raw, require_encodable,
+from usersim.data_prep.adapters.json_stream import iter_json_container, record_location
+from usersim.data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
+from usersim.data_prep.adapters.record_checks import (BadRecord, metadata_value, quarantine_raw, require_encodable,
                                               require_list, require_object)
-from data_prep.config import SourceConfig
-from data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
 
 OPTIONS: tuple[str, ...] = ()
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
-from data_prep.schema import Reason
+from usersim.data_prep.schema import Reason
 
 CHUNK_BYTES = 1 << 20
 MAX_RAW_CHARS = 4000  # raw text kept on an error record (the quarantine file clips further)

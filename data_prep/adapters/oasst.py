@@ -66,12 +66,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from data_prep.adapters.json_stream import first_non_space_byte, iter_jsonl, open_binary, record_location
-from data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
-from data_prep.adapters.record_checks import BadRecord, quarantine_raw, require_encodable, text_hash
-from data_prep.adapters.table_rows import TABLE_SUFFIXES, LocatedRecord, iter_table_file, source_rows
-from data_prep.config import SourceConfig
-from data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
+from usersim.data_prep.adapters.json_stream import first_non_space_byte, iter_jsonl, open_binary, record_location
+from usersim.data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
+from usersim.data_prep.adapters.record_checks import BadRecord, quarantine_raw, require_encodable, text_hash
+from usersim.data_prep.adapters.table_rows import TABLE_SUFFIXES, LocatedRecord, iter_table_file, source_rows
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
 
 OPTIONS: tuple[str, ...] = ()
 ROLES = {"prompter": USER, "assistant": ASSISTANT}

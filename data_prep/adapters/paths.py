@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from data_prep.config import SourceConfig
+from usersim.data_prep.config import SourceConfig
 
 HF_PREFIX = "hf:"
 HF_OPTIONS = ("split", "config")  # hf: <split> (default "train"), <config> (dataset config name)

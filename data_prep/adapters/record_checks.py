@@ -6,8 +6,8 @@ import datetime as _dt
 import json
 from typing import Any, Optional
 
-from data_prep.adapters.json_stream import RawRecord
-from data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn, stable_hash
+from usersim.data_prep.adapters.json_stream import RawRecord
+from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Quarantined, Reason, Turn, stable_hash
 
 
 _PLAIN_SCALARS = (bool, int, float, type(None))

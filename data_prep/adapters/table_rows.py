@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from data_prep.adapters.json_stream import RawRecord, iter_json_records, iter_jsonl, record_location
-from data_prep.adapters.paths import hf_spec, is_hf, iter_hf_rows, resolve_files, source_name
-from data_prep.config import SourceConfig
-from data_prep.schema import Reason
+from usersim.data_prep.adapters.json_stream import RawRecord, iter_json_records, iter_jsonl, record_location
+from usersim.data_prep.adapters.paths import hf_spec, is_hf, iter_hf_rows, resolve_files, source_name
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import Reason
 
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
 PARQUET_BATCH_ROWS = 1024

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from data_prep.adapters.json_stream import RawRecord
-from data_prep.adapters.paths import check_options, source_name
-from data_prep.adapters.record_checks import (BadRecord, map_role, content_text, metadata_value, optional_str,
+from usersim.data_prep.adapters.json_stream import RawRecord
+from usersim.data_prep.adapters.paths import check_options, source_name
+from usersim.data_prep.adapters.record_checks import (BadRecord, map_role, content_text, metadata_value, optional_str,
                                               quarantine_raw, require_encodable, require_field,
                                               require_list, require_object, text_hash)
-from data_prep.adapters.table_rows import source_rows
-from data_prep.config import SourceConfig
-from data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Turn
+from usersim.data_prep.adapters.table_rows import source_rows
+from usersim.data_prep.config import SourceConfig
+from usersim.data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Turn
 
 OPTIONS: tuple[str, ...] = ()
 USER_ROLES = frozenset({"user", "human"})

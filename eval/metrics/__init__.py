@@ -4,14 +4,14 @@ Hub metric Space (``<name>/<name>.py`` with an ``evaluate.Metric`` and a ``READM
 * ``user_turn_discrimination``: unpaired real vs candidate turns, the numbers of ``usersim discriminate``;
 * ``paired_user_turn_discrimination``: real and simulated turn per context, the eval's paired headline.
 
-Both are thin wrappers: they call eval.discriminators / eval.paired / eval.judges and compute nothing
+Both are thin wrappers: they call usersim.eval.discriminators / usersim.eval.paired / usersim.eval.judges and compute nothing
 themselves. ``evaluate.load`` copies a module's script into its modules cache
 (``HF_MODULES_CACHE``) and imports it from there, so the script reaches this package through the
-installed ``eval`` (or ``usersim.eval``) package, never through a relative import. Loading by path
+installed ``usersim.eval`` package, never through a relative import. Loading by path
 needs no network::
 
     import evaluate
-    from eval.metrics import module_path
+    from usersim.eval.metrics import module_path
     metric = evaluate.load(module_path("paired_user_turn_discrimination"))
 """
 

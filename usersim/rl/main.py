@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data_prep.run_info import write_run_dir_header
-from data_prep.stage_config import run_stage_cli
+from usersim.data_prep.run_info import write_run_dir_header
+from usersim.data_prep.stage_config import run_stage_cli
 from usersim.rl.config import RLConfig
 from usersim.rl.rewards import RewardFn, resolve_rewards
 from usersim.rl.rollout import SimulatorRollout, trl_reward_functions

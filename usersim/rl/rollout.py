@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from data_prep.prompt_format import ASSISTANT_MARKER, USER_MARKER
+from usersim.data_prep.prompt_format import ASSISTANT_MARKER, USER_MARKER
 from usersim.rl.env import BatchUserSimEnv
 from usersim.rl.rewards import RewardFn
 from usersim.rl.scenarios import Scenario

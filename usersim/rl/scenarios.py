@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from data_prep.prompt_format import Condition
+from usersim.data_prep.prompt_format import Condition
 from usersim.simulator import make_condition
 
 OPENERS = ("user", "assistant")

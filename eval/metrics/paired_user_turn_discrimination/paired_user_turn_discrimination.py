@@ -1,17 +1,17 @@
 """Paired user-turn discrimination as an ``evaluate`` metric: the headline of ``usersim eval``.
 
-A thin wrapper: like the eval, it keeps the complete pairs (eval.paired.complete_pairs) and hands
-them, with their contexts (eval.judges.Context), to eval.paired.paired_discrimination, with the eval's
-defaults (eval.config.EvalConfig). Nothing is computed here.
+A thin wrapper: like the eval, it keeps the complete pairs (usersim.eval.paired.complete_pairs) and hands
+them, with their contexts (usersim.eval.judges.Context), to usersim.eval.paired.paired_discrimination, with the eval's
+defaults (usersim.eval.config.EvalConfig). Nothing is computed here.
 """
 
 import datasets
 import evaluate
 
-try:  # a pip-installed usersim may ship eval under its own namespace; a checkout has the top-level eval
+try:  # in a try block, evaluate's loader does not ask for a package named after the import
     from usersim.eval import config, judges, paired
-except ModuleNotFoundError:
-    from eval import config, judges, paired
+except ModuleNotFoundError as err:
+    raise ImportError("this evaluate module calls the installed usersim package: pip install usersim") from err
 
 EVAL = config.EvalConfig()  # the defaults of `usersim eval`: judge, folds, permutations, seed
 

@@ -1,7 +1,7 @@
 """Unpaired user-turn discrimination as an ``evaluate`` metric: the numbers of ``usersim discriminate``.
 
 A thin wrapper: the rows are split into the real and the candidate turns (each in the order given)
-and handed to eval.discriminators.discriminate with one judge of eval.judges. Nothing is computed here.
+and handed to usersim.eval.discriminators.discriminate with one judge of usersim.eval.judges. Nothing is computed here.
 """
 
 import inspect
@@ -9,13 +9,13 @@ import inspect
 import datasets
 import evaluate
 
-try:  # a pip-installed usersim may ship eval under its own namespace; a checkout has the top-level eval
+try:  # in a try block, evaluate's loader does not ask for a package named after the import
     from usersim.eval import discriminate_cli, discriminators, judges
-except ModuleNotFoundError:
-    from eval import discriminate_cli, discriminators, judges
+except ModuleNotFoundError as err:
+    raise ImportError("this evaluate module calls the installed usersim package: pip install usersim") from err
 
 LABELS = ("real", "candidate")  # class 0 = a real human turn, class 1 = a candidate (simulated) turn
-# the defaults of `usersim discriminate` (eval.discriminate_cli.score), so a bare call gives its numbers
+# the defaults of `usersim discriminate` (usersim.eval.discriminate_cli.score), so a bare call gives its numbers
 CLI = {k: p.default for k, p in inspect.signature(discriminate_cli.score).parameters.items()}
 
 _DESCRIPTION = """\

@@ -1,0 +1,55 @@
+"""The layers of the codebase and what each may import (README, Layout): imports run one way.
+
+Every ``import``/``from ... import`` in product code, at module level or inside a function, is checked
+against its layer's allowed first-party prefixes; first-party code is only ever imported under the
+``usersim.`` namespace (top-level ``train``/``eval``/``data_prep`` would collide with a user's own).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA, TRAIN, RUNTIME, EVAL = "usersim.data_prep", "usersim.train", "usersim.simulator", "usersim.eval"
+# (files of the layer, first-party modules it may import); usersim/cli.py, publish.py and rl/ sit on top
+LAYERS = {
+    "data_prep": (sorted((ROOT / "data_prep").rglob("*.py")), (DATA,)),
+    "train": (sorted((ROOT / "train").rglob("*.py")), (DATA, TRAIN)),
+    "runtime": ([ROOT / "usersim" / "simulator.py", ROOT / "usersim" / "chat.py"], (DATA, TRAIN, RUNTIME)),
+    "eval": (sorted((ROOT / "eval").rglob("*.py")), (DATA, TRAIN, RUNTIME, EVAL)),
+}
+FIRST_PARTY = ("usersim", "data_prep", "train", "eval")
+
+
+def first_party_imports(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        out += [(node.lineno, n) for n in names if n.split(".")[0] in FIRST_PARTY]
+    return out
+
+
+def allowed(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_each_layer_imports_only_the_layers_below_it(layer):
+    files, prefixes = LAYERS[layer]
+    assert files
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {m}" for p in files for line, m in first_party_imports(p)
+           if not allowed(m, prefixes)]
+    assert not bad, "\n".join(bad)
+
+
+def test_first_party_code_is_imported_under_the_usersim_namespace():
+    files = [p for folder in ("data_prep", "train", "eval", "usersim", "bench", "tests") for p in (ROOT / folder).rglob("*.py")]
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {m}" for p in files for line, m in first_party_imports(p)
+           if not m.startswith("usersim")]
+    assert not bad, "\n".join(bad)
