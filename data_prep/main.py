@@ -44,7 +44,7 @@ from usersim.data_prep.adapters import RawLine, iter_source, iter_source_lines, 
 from usersim.data_prep.annotator import Annotator, annotate_or_fallback, make_annotator
 from usersim.data_prep.card import format_summary_table, write_dataset_card
 from usersim.data_prep.conditioning import (SCRUBBED_FIELDS, build_condition, clip, persona_from_head, persona_head,
-                                    rank_typical_openers, scrub_condition)
+                                            rank_typical_openers, scrub_condition)
 from usersim.data_prep.config import DataPrepConfig
 from usersim.data_prep.dataset_writer import DatasetDictWriter, iter_split_batches, table_from_ipc, table_to_ipc
 from usersim.data_prep.dedupe import DuplicateFilter, conversation_key

@@ -39,7 +39,7 @@ from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
 from usersim.eval.config import EvalConfig
 from usersim.eval.controllability import controllability_metrics, swapped_conditions
 from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS_HUMAN_REJECTED, ROLES, TOO_SMALL_TO_TELL,
-                           control_verdict, judge_alpha, same_user_other_turns, split_users)
+                                   control_verdict, judge_alpha, same_user_other_turns, split_users)
 from usersim.eval.discriminators import discriminate
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
 from usersim.eval.judges import Judge, build_judges, item_context

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from usersim.data_prep.annotator import (AnnotatorError, OpenAICompatibleAnnotator, annotate_or_fallback, make_annotator,
-                                 parse_annotation)
+                                         parse_annotation)
 from usersim.data_prep.config import AnnotatorConfig
 from usersim.data_prep.schema import Conversation, Turn
 

@@ -1,5 +1,5 @@
 from usersim.data_prep.conditioning import (build_condition, clip, goal_from_conversation, knowledge_asks, knowledge_discloses,
-                                    persona_from_history, persona_from_metadata, rank_typical_openers)
+                                            persona_from_history, persona_from_metadata, rank_typical_openers)
 from usersim.data_prep.config import ConditioningConfig
 from usersim.data_prep.schema import Conversation, Turn
 

@@ -19,7 +19,7 @@ import pytest
 
 from usersim.data_prep import pii
 from usersim.data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, join_persona, persona_from_head,
-                                    persona_from_history, persona_head, scrub_condition, split_persona)
+                                            persona_from_history, persona_head, scrub_condition, split_persona)
 from usersim.data_prep.dedupe import normalise_text
 from usersim.data_prep.leakage import condition_text, ngram_set, shares_span, word_ngrams, word_ngrams_of
 from usersim.data_prep.main import condition_row_to_dict, frame_row, iter_frame_ids, iter_frames, stage_frame
@@ -292,7 +292,7 @@ def reference_wildchat(row):
     """The row mapping with every turn through the full checks (no fast path)."""
     from usersim.data_prep.adapters import wildchat as w
     from usersim.data_prep.adapters.record_checks import (content_text, map_role, require_encodable, require_field,
-                                                  require_list, require_object)
+                                                          require_list, require_object)
 
     turns, system = [], []
     for i, msg in enumerate(require_list(row, "conversation", "row")):

@@ -6,10 +6,10 @@ import pytest
 
 from usersim.data_prep.adapters import iter_source
 from usersim.data_prep.conditioning import (build_condition, join_persona, keywords, persona_from_history,
-                                    rank_typical_openers, scrub_condition, split_persona)
+                                            rank_typical_openers, scrub_condition, split_persona)
 from usersim.data_prep.config import ConditioningConfig, SourceConfig
 from usersim.data_prep.leakage import (condition_items, condition_text, copy_rate, ngram_set, normalised_words,
-                               shared_spans, word_ngrams)
+                                       shared_spans, word_ngrams)
 from usersim.data_prep.prompt_format import Condition
 from usersim.data_prep.records import conversation_record, per_turn_items
 from usersim.data_prep.schema import Conversation, Quarantined, Turn

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from usersim.eval.failure_modes import (answered_questions, end_prf, failure_mode_metrics, is_assistant_like,
-                                knowledge_leak, reasks, revealed_items, sample_diversity_metrics, self_similarity,
-                                style_mismatch)
+                                        knowledge_leak, reasks, revealed_items, sample_diversity_metrics, self_similarity,
+                                        style_mismatch)
 from usersim.eval.style_features import content_tokens, has_question, politeness_count, text_features
 
 

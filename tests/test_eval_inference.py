@@ -16,7 +16,7 @@ from scipy.stats import norm, t as student_t
 from usersim.eval.discriminators import balanced_accuracy, discriminate, safe_auc
 from usersim.eval.judges import FAST, Context, build_judges, fast_features
 from usersim.eval.paired import (RIDGE, complete_pairs, cross_fit_margins, fold_smoothers, gram, pair_scores, paired_discrimination,
-                         user_folds)
+                                 user_folds)
 from usersim.eval.permutation import cluster_robust_interval, minimum_detectable_effect, permutation_inference
 from real_turns import chitchat_user_turns, disjoint_user_samples, sharegpt_exchanges
 

@@ -16,7 +16,7 @@ import pytest
 
 from usersim.eval import prompted
 from usersim.eval.prompted import (CONTINUE_CUE, OPENING_CUE, EndpointError, PromptedConfig, chat_completions_url,
-                           describe_condition, generate_prompted_turns, parse_reply, prompted_messages)
+                                   describe_condition, generate_prompted_turns, parse_reply, prompted_messages)
 from usersim.simulator import SimulatorTurn
 
 HIKER = {"persona": "a retired teacher", "goal": "plan a hiking trip with my dogs",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from usersim.eval.behaviour import (behaviour_metrics, distinct_n, ending_metrics, first_turn_diversity_metrics, jsd,
-                            ks_statistic, mattr, wasserstein)
+                                    ks_statistic, mattr, wasserstein)
 from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user, user_index_groups
 
 

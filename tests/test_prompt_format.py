@@ -7,8 +7,8 @@ import pytest
 from usersim.data_prep.conditioning import build_condition
 from usersim.data_prep.config import ConditioningConfig
 from usersim.data_prep.prompt_format import (END_OF_CONVERSATION, IGNORE_INDEX, Condition, drop_condition_fields,
-                                     render_generation_prompt, render_simulator_prompt, render_units,
-                                     tokenize_conversation, tokenize_segments)
+                                             render_generation_prompt, render_simulator_prompt, render_units,
+                                             tokenize_conversation, tokenize_segments)
 from usersim.data_prep.records import conversation_record, per_turn_items
 from usersim.data_prep.schema import ASSISTANT, USER, Conversation, Turn
 from usersim.train.tiny_model import train_tiny_tokenizer

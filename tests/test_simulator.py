@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from usersim.data_prep.prompt_format import (END_OF_CONVERSATION, HEADER, USER_MARKER, Condition, render_generation_prompt,
-                                     tokenize_conversation, tokenize_segments)
+                                             tokenize_conversation, tokenize_segments)
 from usersim.data_prep.schema import Turn
 from tiny_run import TINY_CONDITION, tiny_records
 from usersim.train.config import TrainConfig

@@ -11,7 +11,7 @@ from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn
 from usersim.eval.failure_mode_table import FAILURE_MODES
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
 from usersim.eval.summary import (EvalRunError, explain_flag, find_metric, fmt, fmt_ci, load_eval_run, main, page_status,
-                          summary_lines)
+                                  summary_lines)
 from synthetic_eval_run import HEADLINES, metric_rows, write_tree
 
 

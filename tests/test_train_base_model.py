@@ -5,7 +5,7 @@ import json
 import pytest
 
 from usersim.train.base_model import (MARKER, InstructBaseError, _marker_ok, hash_directory, instruct_reason,
-                              prepare_base_model)
+                                      prepare_base_model)
 from usersim.train.config import TrainConfig
 from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from usersim.train.batching import (batch_token_counts, collate_packed, collate_padded, length_grouped_batches, pack_rows,
-                            steps_for_rank)
+                                    steps_for_rank)
 
 
 def lengths(n=300, seed=0):

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, CONVERSATION_HEADER, END_OF_CONVERSATION, HEADER,
-                                     USER_MARKER)
+                                             USER_MARKER)
 
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 

@@ -29,7 +29,7 @@ import yaml
 from usersim.data_prep.prompt_format import STYLE_KEYS
 from usersim.eval.failure_mode_table import SYSTEM_LABELS, systems_present
 from usersim.eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
-                         perplexity_rows)
+                                 perplexity_rows)
 from usersim.eval.summary import EvalRun, EvalRunError, control_checks, fmt, load_eval_run, page_status, train_run_dir
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md.j2"

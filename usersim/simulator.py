@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, TokenizedConversation,
-                                     is_end_of_conversation, tokenize_conversation)
+                                             is_end_of_conversation, tokenize_conversation)
 from usersim.data_prep.schema import ROLES, Turn, stable_hash
 from usersim.train.config import TrainConfig
 from usersim.train.main import resolve_dtype

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from usersim.data_prep.adapters.json_stream import iter_json_container, record_location
 from usersim.data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
 from usersim.data_prep.adapters.record_checks import (BadRecord, metadata_value, quarantine_raw, require_encodable,
-                                              require_list, require_object)
+                                                      require_list, require_object)
 from usersim.data_prep.config import SourceConfig
 from usersim.data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn
 

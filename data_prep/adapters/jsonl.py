@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from usersim.data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
 from usersim.data_prep.adapters.record_checks import (BadRecord, content_text, quarantine_raw, require_encodable,
-                                              require_field, require_list, require_object, text_hash)
+                                                      require_field, require_list, require_object, text_hash)
 from usersim.data_prep.adapters.table_rows import TABLE_SUFFIXES, iter_table_file, source_rows
 from usersim.data_prep.config import SourceConfig
 from usersim.data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Reason, Turn

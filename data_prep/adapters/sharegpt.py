@@ -36,7 +36,7 @@ from typing import Any, Iterator
 from usersim.data_prep.adapters.json_stream import iter_json_records, record_location
 from usersim.data_prep.adapters.paths import check_options, is_hf, resolve_files, source_name
 from usersim.data_prep.adapters.record_checks import (BadRecord, map_role, quarantine_raw, require_encodable, require_field,
-                                              require_list, require_object, text_hash)
+                                                      require_list, require_object, text_hash)
 from usersim.data_prep.adapters.table_rows import source_rows
 from usersim.data_prep.config import SourceConfig
 from usersim.data_prep.schema import AdapterItem, Conversation, Quarantined, Reason, Turn

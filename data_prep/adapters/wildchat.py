@@ -26,8 +26,8 @@ from typing import Any, Iterator
 from usersim.data_prep.adapters.json_stream import RawRecord
 from usersim.data_prep.adapters.paths import check_options, source_name
 from usersim.data_prep.adapters.record_checks import (BadRecord, map_role, content_text, metadata_value, optional_str,
-                                              quarantine_raw, require_encodable, require_field,
-                                              require_list, require_object, text_hash)
+                                                      quarantine_raw, require_encodable, require_field,
+                                                      require_list, require_object, text_hash)
 from usersim.data_prep.adapters.table_rows import source_rows
 from usersim.data_prep.config import SourceConfig
 from usersim.data_prep.schema import ASSISTANT, USER, AdapterItem, Conversation, Quarantined, Turn
