@@ -14,8 +14,9 @@ generation timed too):
 Each run is its own child process; it reports its wall time and its peak RSS: its own
 (``ru_maxrss``) and, for the stage, that of its largest worker process (``RUSAGE_CHILDREN``;
 forked workers share their parent's pages, which both figures count). ``peak_tree_pss_mb`` is the
-peak of the run's whole process tree (parent + workers) sampled every 0.2 s as summed PSS (shared
-pages counted once): the memory the stage held at once. Contenders alternate within a size;
+peak of the run's whole process tree (parent + workers) sampled every 0.5 s as summed PSS (shared
+pages counted once): the memory the stage held at once (the sampling costs the run ~1-2 % of a
+core). Contenders alternate within a size;
 ratios are taken between medians of the same run. The 1-minute load average is recorded before
 every run.
 
@@ -118,7 +119,7 @@ def _tree_pss_mb(pid: int) -> float:
     return total
 
 
-def run_worker(kind: str, path: Path, num_proc: int, sample_s: float = 0.2) -> dict:
+def run_worker(kind: str, path: Path, num_proc: int, sample_s: float = 0.5) -> dict:
     """One timed run in a fresh interpreter; the child prints one JSON line with time and RSS, and
     its process tree's memory is sampled every ``sample_s`` (peak summed PSS, where Linux has it)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--path", str(path),

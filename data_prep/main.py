@@ -350,7 +350,8 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
     for src in cfg.sources:
         name = src.name or src.adapter
         counts = per_source.setdefault(name, SourceCounts())
-        lines = iter_source_lines(src)  # local JSONL of a line-mapped adapter: parsed by the workers
+        # local JSONL of a line-mapped adapter, with workers: parsed and mapped by the workers
+        lines = iter_source_lines(src) if pool is not None else None
         items = tqdm(iter_source(src) if lines is None else lines, desc=f"read {name}", unit=" items",
                      disable=not cfg.show_progress, total=src.max_items or None)
         for batch, (cleaned, batch_pii) in _batches_cleaned(items, src.adapter, name, counts, cfg, fractions, pool):
