@@ -27,7 +27,7 @@ def conversation_record(conv: Conversation, condition: Condition) -> dict[str, A
 def per_turn_items(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-turn eval items of one conversation record: (condition, history, real next user turn).
 
-    Pure function of the record; used with ``Dataset.map(batched=True)`` by the data stage.
+    Pure function of the record; the data stage builds the held-out splits' items with it.
     """
     turns = [{"role": t["role"], "text": t["text"]} for t in record["turns"]]
     user_idx = [i for i, t in enumerate(turns) if t["role"] == USER]

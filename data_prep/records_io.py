@@ -1,8 +1,8 @@
-"""Arrow features of the data stage's outputs and the streaming writers it uses.
+"""Arrow features of the data stage's outputs, and its JSON writer.
 
-Kept conversations are streamed to one JSONL staging file per split (never a Python list of the
-corpus); ``datasets.Dataset.from_generator`` then turns each into Arrow with the exact features
-below, so empty splits and empty lists still have the contract's types.
+The stage stages kept conversations on disk (data_prep.main) and writes the train/validation/test
+records and the per-turn items as Arrow with the exact features below
+(data_prep.dataset_writer), so empty splits and empty lists still have the contract's types.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from datasets import Features, List, Value
 
 from usersim.data_prep.prompt_format import STYLE_KEYS
-from usersim.data_prep.schema import Conversation, Quarantined
 
 TURN = {"role": Value("string"), "text": Value("string")}
 CONDITION = {
@@ -47,29 +46,6 @@ TURN_ITEM_FEATURES = Features({
     "is_last": Value("bool"),
     "turn_index": Value("int64"),
 })
-
-
-class JsonlWriter:
-    """Append-only JSONL writer counting its lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = self.path.open("w", encoding="utf-8")
-        self.n = 0
-
-    def write_line(self, line: str) -> None:
-        self._f.write(line + "\n")
-        self.n += 1
-
-    def write_conversation(self, conv: Conversation) -> None:
-        self.write_line(json.dumps(conv.to_row(), ensure_ascii=False))
-
-    def write_quarantined(self, q: Quarantined) -> None:
-        self.write_line(q.to_json())
-
-    def close(self) -> None:
-        self._f.close()
 
 
 def write_json(path: Path, obj: Any) -> None:
