@@ -1,23 +1,28 @@
 """``usersim data``: corpora -> validated, PII-scrubbed, deduplicated, user-split simulator dataset.
 
-Reads straight through:
+Two passes, the corpus never in memory:
 
-1. stream every source (``usersim.data_prep.adapters.iter_source``): each item is validated and cleaned
-   (usersim.data_prep.validate), PII-scrubbed (usersim.data_prep.pii), deduplicated (usersim.data_prep.dedupe) and routed
-   to its user's split (usersim.data_prep.split); every drop goes to ``quarantine.jsonl`` with a reason;
-   kept conversations are staged as JSON lines, one file per split;
-2. check ``read == kept + quarantined`` per source (raises if not);
-3. condition every kept conversation (usersim.data_prep.conditioning, optional annotator) and write the
-   ``DatasetDict`` (train/validation/test records + validation_turns/test_turns items) as Arrow,
-   batch by batch (usersim.data_prep.dataset_writer): the staged files are cut into chunks of
-   ``CHUNK_ROWS`` conversations, which ``num_proc`` worker processes condition and turn into
-   Arrow batches; the batches are written in staging order, so the output does not depend on
-   ``num_proc``. With an annotator the chunks are conditioned in this process, in order;
-4. assert no training row carries a held-out user; write summary.json and the dataset card.
+1. **Clean** (:func:`stream_sources`): every source item (``adapters.iter_source``; local
+   WildChat/LMSYS JSONL as raw lines, parsed in the workers) is validated and cleaned
+   (data_prep.validate), PII-scrubbed (data_prep.pii), given its dedupe key (data_prep.dedupe) and
+   routed to its user's split (data_prep.split), in batches, in ``num_proc`` worker processes
+   when that is > 1. This process then takes the items in reading order: dedupe decisions,
+   quarantine lines (``quarantine.jsonl``, each with a reason), counts, the staged conversations
+   (marshal frames, one file per split) and the training openers (on disk, by user), so all of it
+   is the same for any ``num_proc``. ``read == kept + quarantined`` is checked per source.
+2. **Condition** (:func:`write_dataset`): the training openers are ranked per user (persona
+   history); the staged files are cut into chunks of ``CHUNK_ROWS`` conversations, which the
+   workers condition (data_prep.conditioning) and turn into Arrow batches of records and, for
+   held-out splits, per-turn items; this process writes the batches in staging order into the
+   ``DatasetDict`` folder (data_prep.dataset_writer). With an annotator the chunks are
+   conditioned here, in order (the annotator's ``max_conversations`` counts in that order).
 
-Memory does not hold the corpus: what grows with it is one 128-bit key per kept conversation
-(dedupe), the user ids per split, and per training user with several conversations the few
-openers a persona history can show (the openers themselves wait on disk until they are ranked).
+Then no training row may carry a held-out user (read back from the Arrow files), and summary.json
+and the dataset card are written. ``datasets`` is imported by a thread during pass 1.
+
+What grows with the corpus in memory: one 128-bit dedupe key per kept conversation, the user ids
+per split, and per training user with several conversations the few openers a persona history can
+show (benchmarks: 733 MB for the whole process tree at 1M WildChat-shaped conversations).
 """
 
 from __future__ import annotations
