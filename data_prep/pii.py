@@ -118,18 +118,10 @@ def _count_and_replace(kind: str, counts: Counter):
     return repl
 
 
-def _ipv4(counts: Counter):
+def _ip(counts: Counter, v6: bool = False):
+    """Replacer for an IPv4 (or, ``v6``, an IPv6 candidate that parses) address that identifies a host."""
     def repl(m: re.Match) -> str:
-        if not identifies_a_host(m.group(0)):
-            return m.group(0)
-        counts["ip"] += 1
-        return PLACEHOLDERS["ip"]
-    return repl
-
-
-def _ipv6(counts: Counter):
-    def repl(m: re.Match) -> str:
-        if not (_is_ipv6(m.group(0)) and identifies_a_host(m.group(0))):
+        if (v6 and not _is_ipv6(m.group(0))) or not identifies_a_host(m.group(0)):
             return m.group(0)
         counts["ip"] += 1
         return PLACEHOLDERS["ip"]
@@ -176,9 +168,9 @@ def scrub_text(text: str, counts: Counter | None = None) -> str:
     if _ANY_DIGIT.search(text) is None:
         return text
     if text.count(".") >= 3 and _IPV4_HINT.search(text):
-        text = _IPV4.sub(_ipv4(counts), text)
+        text = _IPV4.sub(_ip(counts), text)
     if "::" in text or text.count(":") >= 7:  # a compressed or a full 8-group IPv6 address
-        text = _IPV6.sub(_ipv6(counts), text)
+        text = _IPV6.sub(_ip(counts, v6=True), text)
     if any(hint.search(text) for hint in _PHONE_HINTS):
         text = _PHONE.sub(_phone(counts), text)
     return text
