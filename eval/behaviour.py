@@ -17,7 +17,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
 from usersim.data_prep.style import turn_style, words
-from usersim.eval.bootstrap import bootstrap_by_user
+from usersim.eval.bootstrap import abs_difference_by_user, bootstrap_by_user
 from usersim.eval.registry import HUMAN, Metric
 from usersim.eval.style_features import text_features
 
@@ -181,8 +181,8 @@ def _mattr_metrics(human, systems, users, *, n_boot, seed) -> list[Metric]:
         out.append(Metric("lexical_diversity_mattr", s, "behaviour", v, lo, hi,
                           sum(t is not None for t in toks[s]), None, ref, None, desc))
     for s in systems:
-        v, lo, hi = bootstrap_by_user(users, lambda ix, s=s: abs(value_of(s, ix) - value_of(HUMAN, ix)),
-                                      n_boot=n_boot, seed=seed)
+        v, lo, hi = abs_difference_by_user(users, lambda ix, s=s: value_of(s, ix) - value_of(HUMAN, ix),
+                                           n_boot=n_boot, seed=seed)
         out.append(Metric("lexical_diversity_mattr_abs_diff", s, "behaviour", v, lo, hi,
                           sum(t is not None for t in toks[s]), False, 0.0, 0.0, "|MATTR(system) - MATTR(human)|"))
     return out
@@ -250,8 +250,8 @@ def first_turn_diversity_metrics(
             ref = v if s == HUMAN else ref
             out.append(Metric(f"first_turn_{stat}", s, "behaviour", v, lo, hi, len(first), hib, ref, None, desc))
         for s in systems:
-            v, lo, hi = bootstrap_by_user(users, lambda ix, s=s: abs(values[s](ix) - values[HUMAN](ix)),
-                                          n_boot=n_boot, seed=seed)
+            v, lo, hi = abs_difference_by_user(users, lambda ix, s=s: values[s](ix) - values[HUMAN](ix),
+                                               n_boot=n_boot, seed=seed)
             out.append(Metric(f"first_turn_{stat}_abs_diff", s, "behaviour", v, lo, hi, len(first), False, 0.0,
                               0.0, f"|first_turn_{stat}(system) - first_turn_{stat}(human)|"))
     return out

@@ -51,6 +51,21 @@ def bootstrap_by_user(
     return value, float(lo), float(hi)
 
 
+def abs_difference_by_user(user_ids: Sequence[str], difference: Callable[[np.ndarray], float], *,
+                           n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """``|d|`` of a signed difference ``d``, with the CI that the user-resampling CI of ``d`` implies.
+
+    ``[0, max(|lo|, |hi|)]`` when the CI of ``d`` holds 0, else ``[min, max]`` of ``|lo|, |hi|``. The
+    percentile bootstrap of ``|d|`` itself is biased away from 0 (near 0 every resample's ``|d*|`` is
+    positive), so a point estimate near 0 can fall below its own interval.
+    """
+    value, lo, hi = bootstrap_by_user(user_ids, difference, n_boot=n_boot, seed=seed)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return abs(value), lo, hi
+    low = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    return abs(value), low, max(abs(lo), abs(hi))
+
+
 def bootstrap_mean_by_user(values: Sequence[float], user_ids: Sequence[str], *, n_boot: int = 1000,
                            seed: int = 0) -> tuple[float, float, float]:
     """Mean over items with a user-resampling CI (NaN values are ignored)."""

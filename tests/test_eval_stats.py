@@ -5,7 +5,8 @@ import pytest
 
 from usersim.eval.behaviour import (behaviour_metrics, distinct_n, ending_metrics, first_turn_diversity_metrics, jsd,
                                     ks_statistic, mattr, wasserstein)
-from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user, user_index_groups
+from usersim.eval.bootstrap import (abs_difference_by_user, bootstrap_by_user, bootstrap_mean_by_user,
+                                    user_index_groups)
 
 
 def test_user_index_groups_keep_each_users_items_together():
@@ -120,3 +121,16 @@ def test_first_turn_self_similarity_ignores_pairs_of_the_same_resampled_item():
     # positions 0,0 are the same item repeated by the bootstrap: only the pairs (0,1) count.
     assert mean_pairwise(sim, np.array([0, 0, 1])) == 0.0
     assert mean_pairwise(sim, np.array([0, 2])) == 1.0
+
+
+def test_abs_difference_ci_holds_its_estimate_near_zero_and_excludes_zero_for_a_real_gap():
+    rng = np.random.default_rng(0)
+    users = [f"u{i // 3}" for i in range(120)]
+    a, b = rng.normal(0, 1, 120), rng.normal(0, 1, 120)  # the same distribution: |d| is near 0
+    v, lo, hi = abs_difference_by_user(users, lambda ix: a[ix].mean() - b[ix].mean(), n_boot=500, seed=0)
+    naive = bootstrap_by_user(users, lambda ix: abs(a[ix].mean() - b[ix].mean()), n_boot=500, seed=0)
+    assert lo == 0.0 and lo <= v <= hi
+    assert naive[1] > 0  # the percentile bootstrap of |d| leaves 0 out even here
+    shifted = b + 1.0  # a real gap of 1
+    v, lo, hi = abs_difference_by_user(users, lambda ix: shifted[ix].mean() - a[ix].mean(), n_boot=500, seed=0)
+    assert 0 < lo <= v <= hi and lo < 1.0 < hi
