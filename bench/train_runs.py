@@ -5,7 +5,10 @@ records) and the same base model + LoRA settings:
 
 - ``conversation``: ours, through the train stage's own loop (``usersim.train.loop.train_loop``: packed
   padding-free rows from usersim.train.batching, usersim.train.loss.supervised_only_loss, AdamW, grad clipping).
-  One sequence per conversation, every user turn supervised, LM head at supervised positions only.
+  One sequence per conversation, every user turn supervised, LM head at supervised positions only,
+  attention once per record (``packed_attention: per_record``, train/record_attention.py).
+- ``conversation_row_mask``: the same with ``packed_attention: row_mask``: transformers' SDPA over the
+  whole packed row with a block-diagonal mask (what ``conversation`` did before per-record attention).
 - ``per_turn_trl``: TRL's ``SFTTrainer`` on per-turn prompt→completion samples
   (bench.per_turn.per_turn_samples: every user turn one sample carrying its whole history),
   ``completion_only_loss=True``, TRL's default padded batches. The samples are passed
@@ -110,9 +113,10 @@ def run_contender(contender: str, spec: dict[str, Any], tok_dir: str, examples: 
     tokenizer = load_tokenizer(tok_dir)
     model = lora_model(spec, tokenizer, lora, seed)
     rss_before = peak_rss_mb()
-    if contender == "conversation":
+    if contender in ("conversation", "conversation_row_mask"):
+        attention = "row_mask" if contender == "conversation_row_mask" else "per_record"
         out = _run_train_loop(model, examples, max_tokens=max_tokens, epochs=epochs, seed=seed,
-                              pad_id=tokenizer.pad_token_id, lr=lr)
+                              pad_id=tokenizer.pad_token_id, lr=lr, packed_attention=attention)
     elif contender == "per_turn_plain":
         samples = [{"input_ids": s["input_ids"], "labels": s["labels"]} for s in per_turn_examples(examples)]
         out = _loop(model, samples, packing=False, supervised_only=False, max_tokens=max_tokens, epochs=epochs,
@@ -128,7 +132,7 @@ def run_contender(contender: str, spec: dict[str, Any], tok_dir: str, examples: 
 
 
 def _run_train_loop(model: Any, examples: list[dict[str, Any]], *, max_tokens: int, epochs: int, seed: int,
-                    pad_id: int, lr: float) -> dict[str, Any]:
+                    pad_id: int, lr: float, packed_attention: str = "per_record") -> dict[str, Any]:
     """Ours: usersim.train.loop.train_loop on the conversation-level examples (no eval set, no checkpoints)."""
     import tempfile
     from pathlib import Path
@@ -139,7 +143,8 @@ def _run_train_loop(model: Any, examples: list[dict[str, Any]], *, max_tokens: i
     from usersim.train.loop import train_loop
 
     cfg = TrainConfig(seed=seed, epochs=epochs, max_tokens_per_batch=max_tokens, max_seq_len=max_tokens, packing=True,
-                      learning_rate=lr, lr_scheduler="constant", warmup_steps=0, logging_steps=10**9)
+                      learning_rate=lr, lr_scheduler="constant", warmup_steps=0, logging_steps=10**9,
+                      packed_attention=packed_attention)
     with tempfile.TemporaryDirectory() as tmp:
         history, run = train_loop(Accelerator(cpu=True), model, cfg, Path(tmp), lambda epoch: list(examples), [],
                                   pad_id, lambda *msg, **kw: None)
@@ -215,6 +220,7 @@ def loss_equality(spec: dict[str, Any], tok_dir: str, examples: list[dict[str, A
     """
     from usersim.train.batching import collate, plan_batches
     from usersim.train.loss import supervised_only_loss
+    from usersim.train.record_attention import use_record_attention
 
     if threads:
         torch.set_num_threads(threads)
@@ -225,6 +231,7 @@ def loss_equality(spec: dict[str, Any], tok_dir: str, examples: list[dict[str, A
         if "lora_B" in name:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     model.eval()
+    use_record_attention(model)  # the conversation-level side as training runs it (per-record attention)
     conv_sum, conv_n = 0.0, 0
     for idx in plan_batches(examples, max_tokens, seed, packing=True):
         batch = collate([examples[i] for i in idx], True, tokenizer.pad_token_id)

@@ -2,7 +2,8 @@
 
 Same conversations, same base model and LoRA settings, same number of epochs. Contenders (see
 bench/train_runs.py): ``conversation`` (ours: packed conversation-level records, supervised-only
-logits), ``per_turn_trl`` (TRL SFTTrainer, per-turn samples, completion-only loss) and
+logits, attention per record), ``conversation_row_mask`` (the same with attention over the whole
+row under a block-diagonal mask, as before per-record attention), ``per_turn_trl`` (TRL SFTTrainer, per-turn samples, completion-only loss) and
 ``per_turn_plain`` (the same per-turn samples in a plain transformers loop with full logits).
 Each contender run is a fresh child process (peak RSS is its own); contenders alternate
 (A, B, C, A, B, C, ...) and figures are medians over repeats.
@@ -38,7 +39,7 @@ from bench.harness import format_table, machine_info, run_isolated, write_result
 from bench.train_runs import loss_equality, run_contender
 from usersim.train.examples import record_to_example
 
-CONTENDERS = ("conversation", "per_turn_trl", "per_turn_plain")
+CONTENDERS = ("conversation", "conversation_row_mask", "per_turn_trl", "per_turn_plain")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": []}
 
 

@@ -59,7 +59,8 @@ def test_training_stops_before_the_first_step_when_packing_leaks(tmp_path, monke
     data = write_toy_data_dir(tmp_path / "data", n_train=12, n_validation=4)
     cfg = TrainConfig(data_dir=str(data), output_dir=str(tmp_path / "run"), base_model="tiny-random",
                       tiny_vocab_size=300, tiny_hidden_size=32, dtype="float32", lora=LoraSettings(r=4, alpha=8),
-                      max_seq_len=256, max_tokens_per_batch=512, max_steps=2, logging_steps=1, save_steps=1)
+                      max_seq_len=256, max_tokens_per_batch=512, max_steps=2, logging_steps=1, save_steps=1,
+                      packed_attention="row_mask")  # the mask path is the one a broken transformers breaks
     break_packed_masks(monkeypatch)
     with pytest.raises(PackingMaskError, match="packed rows are not isolated"):
         main(cfg)
@@ -68,3 +69,17 @@ def test_training_stops_before_the_first_step_when_packing_leaks(tmp_path, monke
     # packing: false (padded batches with an attention mask) is not affected, and the check is skipped.
     main(TrainConfig(**{**cfg.__dict__, "packing": False, "output_dir": str(tmp_path / "padded")}))
     assert (tmp_path / "padded" / "adapter_model.safetensors").is_file()
+
+
+def test_per_record_attention_does_not_depend_on_the_row_mask(tmp_path, monkeypatch, capsys):
+    """The default packed attention runs each record on its own: the row-wide mask transformers derives is unused."""
+    data = write_toy_data_dir(tmp_path / "data", n_train=12, n_validation=4)
+    cfg = TrainConfig(data_dir=str(data), output_dir=str(tmp_path / "run"), base_model="tiny-random",
+                      tiny_vocab_size=300, tiny_hidden_size=32, dtype="float32", lora=LoraSettings(r=4, alpha=8),
+                      max_seq_len=256, max_tokens_per_batch=512, max_steps=2, logging_steps=1)
+    break_packed_masks(monkeypatch)
+    main(cfg)
+    out = capsys.readouterr().out
+    assert "packed rows: attention per record" in out
+    assert "packing check: 3 records" in out and "max |logit diff| 0.00e+00" in out
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()

@@ -57,6 +57,11 @@ class TrainConfig:
     # record and attention never crosses a record boundary. Must be >= max_seq_len.
     max_tokens_per_batch: int = 4096
     packing: bool = True  # false = length-grouped padded batches of up to max_tokens_per_batch tokens
+    # Attention on packed rows: "per_record" = once per record (train/record_attention.py; cost follows
+    # each record's length, not the row's), "row_mask" = transformers' block-diagonal mask over the
+    # whole row (the model's own implementation; cost grows with the row length squared). Only models on
+    # SDPA are switched; flash_attention_2 runs records separately from the same boundaries anyway.
+    packed_attention: str = "per_record"
     # Before the first step, compare packed vs per-record logits on a few records of the first row and
     # refuse to train if records leak into each other (train/packing_check.py); false = skip the check.
     packing_check: bool = True

@@ -25,6 +25,7 @@ import torch
 from usersim.train import batching, checkpoint
 from usersim.train.config import TrainConfig
 from usersim.train.loss import SupervisedLoss
+from usersim.train.record_attention import RECORD_ATTENTION, use_record_attention
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -124,6 +125,22 @@ def prepare_deepspeed_config(accelerator: Any, cfg: TrainConfig) -> None:
                              "set it to auto (or remove it) in the accelerate config")
 
 
+def choose_packed_attention(model: torch.nn.Module, cfg: TrainConfig) -> str:
+    """Apply ``cfg.packed_attention`` to the model; returns a description ("" without packing)."""
+    if cfg.packed_attention not in ("per_record", "row_mask"):
+        raise ValueError(f"packed_attention={cfg.packed_attention!r}: use per_record or row_mask")
+    if not cfg.packing:
+        return ""
+    if cfg.packed_attention == "per_record" and use_record_attention(model):
+        return "attention per record (train/record_attention.py)"
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    impl = getattr(getattr(base, "config", None), "_attn_implementation", "?")
+    if cfg.packed_attention == "row_mask" and impl == RECORD_ATTENTION:
+        base.set_attn_implementation("sdpa")
+        impl = "sdpa"
+    return f"attn_implementation={impl!r} with the record boundaries of each row"
+
+
 def train_loop(accelerator: Any, peft_model: torch.nn.Module, cfg: TrainConfig, run_dir: Path,
                examples_for_epoch: Callable[[int], list[dict[str, Any]]], eval_examples: Sequence[dict[str, Any]],
                pad_id: int, log: Callable[..., None]) -> tuple[TrainHistory, dict[str, Any]]:
@@ -133,6 +150,9 @@ def train_loop(accelerator: Any, peft_model: torch.nn.Module, cfg: TrainConfig, 
 
     world, rank = accelerator.num_processes, accelerator.process_index
     check_accumulation(accelerator, cfg)
+    attention = choose_packed_attention(peft_model, cfg)
+    if attention:
+        log(f"packed rows: {attention}")
     # The plan of epoch 0 fixes the number of steps per epoch (later epochs differ only slightly).
     plans: dict[int, list[list[list[int]]]] = {}
     epoch_examples: dict[int, list[dict[str, Any]]] = {}

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from usersim.data_prep.prompt_format import IGNORE_INDEX
+from usersim.train.record_attention import packed_forward
 
 # model_type -> how the final logits are transformed after the LM head projection.
 # "softcap": tanh(x / c) * c with c = config.final_logit_softcapping (when set);
@@ -73,13 +74,17 @@ def supervised_only_loss(model: nn.Module, input_ids: torch.Tensor, labels: torc
             _warned.add(model_type)
             print(f"[train] supervised-only logits not implemented for model_type={model_type!r}: "
                   "using the model's own full-logits loss")
-        out = model(input_ids=input_ids, labels=labels, position_ids=position_ids, attention_mask=attention_mask,
-                    use_cache=False)
+        with packed_forward(position_ids, attention_mask) as varlen:
+            out = model(input_ids=input_ids, labels=labels, position_ids=position_ids, attention_mask=attention_mask,
+                        use_cache=False, **varlen)
         return out.loss.float() * n_tokens, n_tokens
     # use_cache=False also matters for packed rows: transformers only isolates records by position_ids
     # (block-diagonal mask) when no KV cache is in use.
-    hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                                use_cache=False).last_hidden_state
+    # A packed row names its record boundaries (train/record_attention.py): per-record attention and
+    # flash_attention_2 use them; plain SDPA ignores them and keeps its block-diagonal mask.
+    with packed_forward(position_ids, attention_mask) as varlen:
+        hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                                    use_cache=False, **varlen).last_hidden_state
     picked = hidden[:, :-1][keep]
     logits = final_logit_transform(base.config, base.get_output_embeddings()(picked))
     loss_sum = F.cross_entropy(logits.float(), target[keep], reduction="sum")

@@ -1,10 +1,12 @@
 """Startup self-check: do packed rows really keep records apart?
 
 Packing (train/batching.py) puts several records into one row with ``position_ids`` restarting at 0
-for each and no attention mask. Records are kept from attending to each other only because
-transformers (>= 4.54, ``masking_utils.find_packed_sequence_indices``) turns restarting position_ids
-into a block-diagonal causal mask. With an older transformers, a custom model or an attention
-implementation that ignores it, every record would silently attend to the ones before it in its row.
+for each and no attention mask. Records are kept from attending to each other only because the
+attention honours the row's record boundaries: per-record attention (train/record_attention.py,
+the default) and flash_attention_2 through the ``cu_seq_lens`` keywords, SDPA/eager through the
+block-diagonal mask transformers (>= 4.54, ``masking_utils.find_packed_sequence_indices``) derives
+from restarting position_ids. With an older transformers, a custom model or an attention
+implementation that ignores both, every record would silently attend to the ones before it in its row.
 
 So before the first step, on a tiny slice of the real data (the first packed row of the run,
 ``max_records`` records cut to ``max_tokens_per_record`` tokens each), the logits of each record
@@ -21,6 +23,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from usersim.train.record_attention import packed_forward
+
 # Largest |packed - alone| logit difference allowed, relative to the largest |logit| of the reference.
 # float32 runs agree to ~1e-6; bf16 kernels reorder sums for different row lengths (~1e-2).
 TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
@@ -36,10 +40,12 @@ def _probe_forward(self: nn.Module, input_ids: torch.Tensor, position_ids: torch
     """Stands in for SupervisedLoss.forward during the check: logits (float32) at the ``keep`` positions."""
     model = self.model
     base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    if hasattr(base, "get_decoder") and base.get_output_embeddings() is not None:
-        hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-        return base.get_output_embeddings()(hidden[keep]).float()
-    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits[keep].float()
+    with packed_forward(position_ids, None) as varlen:  # the same keywords training passes
+        if hasattr(base, "get_decoder") and base.get_output_embeddings() is not None:
+            hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                                        **varlen).last_hidden_state
+            return base.get_output_embeddings()(hidden[keep]).float()
+        return model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **varlen).logits[keep].float()
 
 
 def pick_records(examples: Sequence[dict[str, Any]], first_row: Sequence[int], max_records: int,
