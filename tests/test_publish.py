@@ -8,14 +8,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from huggingface_hub import ModelCard
 
 from usersim.eval.failure_mode_table import FAILURE_MODES
 from usersim.publish import PublishError, build_publish_folder, cli, list_folder, push_folder
+from usersim.simulator import trained_max_seq_len
 from synthetic_eval_run import HEADLINES, write_tree
 
 EXPECTED_FILES = {"README.md", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json",
-                  "tokenizer_config.json", "special_tokens_map.json", "report.html", "metrics.json", "base_model.json"}
+                  "tokenizer_config.json", "special_tokens_map.json", "report.html", "metrics.json", "base_model.json",
+                  "config.yaml"}
 
 
 class FakeHfApi:
@@ -72,6 +75,10 @@ def test_dry_run_writes_and_lists_the_folder(eval_dir, capsys):
     assert (folder / "adapter_model.safetensors").read_bytes() == \
         (eval_dir.parent / "train" / "adapter_model.safetensors").read_bytes()
     assert (folder / "report.html").read_bytes() == (eval_dir / "report.html").read_bytes()
+    # Only max_seq_len of the train config travels (a Hub load caps prompts at it); no local paths.
+    train_config = yaml.safe_load((eval_dir.parent / "train" / "config.yaml").read_text())
+    assert yaml.safe_load((folder / "config.yaml").read_text()) == {"max_seq_len": train_config["max_seq_len"]}
+    assert trained_max_seq_len(folder) == train_config["max_seq_len"]
 
 
 def test_model_card_metadata_and_body(eval_dir):

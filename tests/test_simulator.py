@@ -280,3 +280,97 @@ def test_sampled_rows_do_not_depend_on_batch_mates_in_decode_rows(tiny_sim):
     mixed = decode_rows(tiny_sim.model, [p1, p0, p0], sampler=RowwiseSampler([3, 7, 9], temperature=[1.0, 1.3, 1.3]),
                         **kw)
     assert mixed[1] == alone[0]
+
+
+def test_wide_nucleus_sorts_only_its_candidates_and_draws_what_a_full_sort_draws():
+    """Rows whose nucleus is wider than the top-k probe: the candidates sorted are a small superset of
+    the nucleus, and every draw equals the draw from a full sort of the vocabulary."""
+    torch.manual_seed(1)
+    vocab = 20000
+    # A long-tailed distribution like a base LM's: a few hundred plausible tokens, a flat tail.
+    scores = torch.cat([torch.randn(2, 300) * 2 + 6, torch.randn(2, vocab - 300)], dim=-1)
+    probs = torch.softmax(scores, -1)
+    probe, full = RowwiseSampler(range(2), top_p=0.95), RowwiseSampler(range(2), top_p=0.95)
+    probe.candidates, full.candidates = 64, vocab  # full: one topk over the whole vocabulary (a full sort)
+    assert bool((torch.topk(probs, 64).values.sum(-1) < 0.95).all())  # both rows take the wide path
+    top, order = probe._wide_nucleus_candidates(probs[0])
+    nucleus = int((torch.sort(probs[0], descending=True).values.cumsum(0) < 0.95).sum()) + 1
+    assert nucleus <= top.numel() < vocab // 2
+    assert torch.equal(order[:nucleus], torch.sort(probs[0], descending=True).indices[:nucleus])
+    for _ in range(50):
+        assert torch.equal(probe.sample(scores), full.sample(scores))
+
+
+def test_prefill_buckets_group_similar_lengths():
+    from usersim.simulator import prefill_buckets
+
+    assert prefill_buckets([100, 10, 12, 11, 95, 300]) == [[1, 3, 2], [4, 0], [5]]
+    assert prefill_buckets([50] * 5, max_tokens=120) == [[0, 1], [2, 3], [4]]
+    assert prefill_buckets([]) == []
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3-sliding"])
+def test_bucketed_prefill_equals_one_padded_batch(arch):
+    """Prefilling in length groups and merging the caches gives the logits and greedy continuations of
+    one left-padded batch, including sliding-window layers whose window is shorter than the prompts."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    from usersim.simulator import decode_rows, prefill, prefill_buckets, prefill_padded
+
+    torch.manual_seed(0)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2)).eval()
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=8, sliding_window=8,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"])).eval()
+    g = torch.Generator().manual_seed(3)
+    lengths = [30, 5, 6, 21, 5, 12, 29]
+    prompts = [torch.randint(1, 128, (n,), generator=g).tolist() for n in lengths]
+    assert len(prefill_buckets(lengths)) > 2  # several groups: the merge is exercised
+    with torch.inference_mode():
+        _, merged_logits, merged_mask = prefill(model, prompts, 0, torch.device("cpu"))
+        _, padded_logits, padded_mask = prefill_padded(model, prompts, 0, torch.device("cpu"))
+    assert torch.equal(merged_mask, padded_mask)
+    assert (merged_logits - padded_logits).abs().max() < 1e-4
+    rows = decode_rows(model, prompts, pad_id=0, eos_id=127, max_new_tokens=12)
+    for prompt, row in zip(prompts, rows):
+        ref = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=127,
+                             pad_token_id=0)[0, len(prompt):].tolist()
+        assert row == ref[:ref.index(127) + 1] if 127 in ref else row == ref
+
+
+def test_draws_do_not_move_with_float_level_logit_differences():
+    """A batch of 48 and a batch of 1 compute logits ~1e-5 apart; the draw from a flat, hot distribution
+    (thousands of tiny tokens in the nucleus) must not depend on that."""
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(64, 20000, generator=g) * 2
+    nudged = scores + torch.randn(scores.shape, generator=g) * 3e-5
+    same = 0
+    for seed in range(10):
+        seeds = [seed * 100 + r for r in range(64)]
+        a = RowwiseSampler(seeds, temperature=1.6, top_p=0.95).sample(scores)
+        b = RowwiseSampler(seeds, temperature=1.6, top_p=0.95).sample(nudged)
+        same += int((a == b).sum())
+    assert same >= 0.99 * 640
+    # ...and the draws are a real sample: many distinct tokens, all inside each row's nucleus.
+    probs = torch.softmax(scores / 1.6, -1)
+    sorted_p, order = torch.sort(probs, descending=True)
+    tokens = RowwiseSampler(range(64), temperature=1.6, top_p=0.95).sample(scores)
+    for row, token in enumerate(tokens.tolist()):
+        rank = int((order[row] == token).nonzero())
+        assert float(sorted_p[row, :rank].sum()) < 0.95
+    assert len(set(tokens.tolist())) > 50
+
+
+def test_gumbel_race_draws_follow_the_renormalised_nucleus():
+    probs = torch.tensor([[0.5, 0.25, 0.15, 0.1]])
+    counts = torch.zeros(4)
+    for seed in range(4000):
+        counts[RowwiseSampler([seed], top_p=0.85).sample(probs.log())] += 1
+    # nucleus of 0.85 = the first three tokens (0.5 + 0.25 < 0.85 <= 0.9), renormalised by 0.9
+    expected = torch.tensor([0.5, 0.25, 0.15, 0.0]) / 0.9
+    assert counts[3] == 0
+    assert (counts / 4000 - expected).abs().max() < 0.03

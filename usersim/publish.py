@@ -37,6 +37,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 EVAL_FILES = ("report.html", "metrics.json")
+TRAIN_CONFIG_FILE = "config.yaml"  # published with max_seq_len only
 # Files of a base checkpoint saved inside the train run (smoke profile): safe formats only.
 BASE_MODEL_PATTERNS = ("*.safetensors", "*.json", "tokenizer.model", "merges.txt", "*.txt")
 # base_model.json "source" -> Hub id for the card's `base_model` metadata. The GGUF default is a
@@ -246,7 +247,8 @@ def _check_output_dir(out: Path) -> None:
     """Only an empty folder or an earlier publish folder may be (re)written."""
     if not out.exists():
         return
-    allowed = set(ADAPTER_FILES + TOKENIZER_FILES + EVAL_FILES) | {"README.md", "base_model.json", "base_model"}
+    allowed = set(ADAPTER_FILES + TOKENIZER_FILES + EVAL_FILES) | {"README.md", "base_model.json", "base_model",
+                                                                    TRAIN_CONFIG_FILE}
     strangers = sorted(p.name for p in out.iterdir() if p.name not in allowed)
     if strangers:
         raise PublishError(f"{out} holds files publish did not write ({', '.join(strangers[:5])}): "
@@ -272,6 +274,11 @@ def build_publish_folder(eval_dir: str | Path, repo_id: str, output: str | Path 
             n for n in names if not (Path(d, n).is_dir() or any(Path(n).match(p) for p in BASE_MODEL_PATTERNS))])
     (out / "base_model.json").write_text(json.dumps(portable_base_model_json(src, bundled is not None), indent=2),
                                          encoding="utf-8")
+    max_seq_len = src.train_config.get("max_seq_len")
+    if isinstance(max_seq_len, int) and max_seq_len > 0:
+        # Only this key of the train config (its paths are the publisher's): a Hub load caps prompts at
+        # the length the simulator was trained at (usersim.simulator.trained_max_seq_len).
+        (out / TRAIN_CONFIG_FILE).write_text(f"max_seq_len: {max_seq_len}\n", encoding="utf-8")
     (out / "README.md").write_text(render_card(src, repo_id, license_, base_model), encoding="utf-8")
     return out
 

@@ -135,11 +135,19 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 
 
 class RowwiseSampler:
-    """Logits processor that samples each row with its own generator (temperature, top-k, top-p).
+    """Samples each row with its own generator (temperature, top-k, top-p); also a logits processor.
 
-    Returns scores that are ``-inf`` except at the sampled token, so ``generate`` in greedy mode
-    emits exactly the sample. The draw for row ``i`` at step ``t`` uses only row ``i``'s generator,
-    which makes the output independent of the batch composition.
+    Each draw is a Gumbel-max race: the row's generator gives one uniform number per vocabulary
+    entry per step, and the token is the argmax of ``log p + Gumbel noise`` over the allowed tokens
+    (top-k / nucleus), which is an exact draw from the renormalised distribution. Unlike an inverse-CDF
+    draw, the winner does not move when the probabilities move by float rounding (a batch of 48 and a
+    batch of 1 compute logits that differ by ~1e-5): an inverse-CDF draw from a flat distribution
+    (temperature 1.6) lands among thousands of tiny tokens, and such a shift changed 11 of 16 rows'
+    turns against one-at-a-time generation; the race changes none (bench/generation.py).
+
+    The draw for row ``i`` at step ``t`` uses only row ``i``'s generator, so the output does not depend
+    on the batch composition. As a processor it returns scores that are ``-inf`` except at the sampled
+    token, so ``generate`` in greedy mode emits exactly the sample.
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float | Sequence[float] = 1.0, top_p: float = 1.0,
@@ -161,33 +169,78 @@ class RowwiseSampler:
         self.temperatures = self.temperatures[list(rows)]
 
     # top-p only: the nucleus is looked for among this many top tokens first (a partial top-k is much
-    # cheaper than sorting a 262k vocabulary); rows whose nucleus is wider fall back to a full sort.
+    # cheaper than sorting a 262k vocabulary). A row whose nucleus is wider sorts only the tokens that
+    # can be in it (_wide_nucleus_candidates), never the whole vocabulary.
     candidates = 1024
 
+    def _uniforms(self, rows: int, vocab: int) -> torch.Tensor:
+        """One uniform per vocabulary entry per row, each row from its own generator, in (0, 1)."""
+        u = torch.empty(rows, vocab)
+        for row, g in enumerate(self.generators):
+            u[row].uniform_(generator=g)
+        return u.clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 2 ** -24)
+
+    def sample(self, scores: torch.Tensor) -> torch.Tensor:
+        """One token id per row (LongTensor of shape (rows,)), each drawn with its row's generator."""
+        logp = torch.log_softmax(scores.float() / self.temperatures.to(scores.device), dim=-1)
+        rows, vocab = logp.shape
+        u = self._uniforms(rows, vocab).to(scores.device)
+        if self.top_k and self.top_k < vocab:  # top-k first (then top-p within it)
+            top, order = torch.topk(logp, self.top_k, dim=-1)
+            if self.top_p < 1.0:
+                probs = top.exp()
+                probs = probs / probs.sum(-1, keepdim=True)
+                top = top.masked_fill(probs.cumsum(-1) - probs >= self.top_p, float("-inf"))
+            return self._race(top, order, u)
+        if self.top_p >= 1.0:  # the full distribution
+            return self._race(logp, None, u)
+        probs = logp.exp()
+        top, order = torch.topk(probs, min(self.candidates, vocab), dim=-1)
+        token = self._race(self._nucleus_logp(top), order, u)
+        if top.shape[-1] < vocab:
+            for row in torch.nonzero(top.sum(-1) < self.top_p).flatten().tolist():
+                wide_top, wide_order = self._wide_nucleus_candidates(probs[row])
+                token[row] = self._race(self._nucleus_logp(wide_top[None]), wide_order[None], u[row:row + 1])[0]
+        return token
+
+    def _nucleus_logp(self, top: torch.Tensor) -> torch.Tensor:
+        """log-probabilities of sorted ``top`` probabilities, -inf outside the nucleus (the smallest prefix
+        whose mass reaches top_p; the top token is always kept)."""
+        return top.log().masked_fill(top.cumsum(-1) - top >= self.top_p, float("-inf"))
+
+    @staticmethod
+    def _race(logp: torch.Tensor, order: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+        """Gumbel-max: argmax of logp + Gumbel noise; the noise of a token is its own uniform (by token id)."""
+        noise = u if order is None else u.gather(-1, order)
+        pick = (logp - torch.log(-torch.log(noise))).argmax(-1, keepdim=True)
+        return (pick if order is None else order.gather(-1, pick)).squeeze(-1)
+
+    def _wide_nucleus_candidates(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens of one row that can be in its nucleus, sorted by probability (descending).
+
+        A token is left out of the nucleus when it and every smaller token together hold at most
+        1 - top_p. All tokens below a threshold m hold less than 1 - top_p whenever that is true of
+        their sum, so they are out; m = (1 - top_p) / vocab always qualifies (vocab * m = 1 - top_p), and
+        the largest of a few multiples of it that still qualifies leaves the fewest candidates. The
+        nucleus found among the candidates is the one a full sort finds (its prefix sums only involve
+        larger tokens).
+        """
+        tail = 1.0 - self.top_p
+        threshold = tail / p.numel()
+        for factor in (1e3, 1e2, 1e1):
+            m = threshold * factor
+            if float(torch.where(p < m, p, 0.0).sum()) < tail:
+                threshold = m
+                break
+        index = torch.nonzero(p >= threshold).flatten()
+        top, order = torch.sort(p[index], descending=True)
+        return top, index[order]
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float() / self.temperatures.to(scores.device), dim=-1)
-        vocab = probs.shape[-1]
-        if self.top_k and self.top_k < vocab:  # top-k first, renormalised (then top-p within it)
-            top, order = torch.topk(probs, self.top_k, dim=-1)
-            top = top / top.sum(-1, keepdim=True)
-        elif self.top_p < 1.0:
-            top, order = torch.topk(probs, min(self.candidates, vocab), dim=-1)
-            if top.shape[-1] < vocab and bool((top.sum(-1) < self.top_p).any()):
-                top, order = torch.sort(probs, dim=-1, descending=True)
-        else:  # plain sampling from the full distribution: no ordering needed
-            top, order = probs, None
-        if self.top_p < 1.0:  # nucleus: the smallest prefix whose mass reaches top_p (top token always kept)
-            top = top.masked_fill(top.cumsum(-1) - top >= self.top_p, 0.0)
-        cumulative = top.cumsum(-1)
-        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(scores.device)
-        target = (u * cumulative[:, -1]).unsqueeze(-1)
-        pick = torch.searchsorted(cumulative, target, right=True).clamp_(max=cumulative.shape[-1] - 1)
-        # never pick a zero-probability entry (rounding at the very end of the cumulative sum)
-        last_positive = (top > 0).long().cumsum(-1).argmax(-1, keepdim=True)
-        pick = torch.minimum(pick, last_positive)
-        token = pick if order is None else order.gather(-1, pick)
+        """LogitsProcessor form (for ``model.generate``): scores ``-inf`` except at the sampled token."""
+        token = self.sample(scores)
         out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, token, 0.0)
+        return out.scatter_(-1, token.unsqueeze(-1), 0.0)
 
 
 def trained_max_seq_len(run_dir: str | os.PathLike) -> int:
@@ -238,7 +291,8 @@ def _download_adapter_repo(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+                                                                "config.yaml"]))
     except Exception as exc:  # offline, unknown repo, no access: the message must say what to do
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         hint = ("HF_HUB_OFFLINE is set, so nothing can be downloaded: pass a local train run directory"
@@ -257,15 +311,110 @@ def _cache_of(output: Any) -> Any:
     return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
 
 
+def prefill_buckets(lengths: Sequence[int], max_pad_share: float = 0.15, max_tokens: int = 8192) -> list[list[int]]:
+    """Indices of prompts grouped for prefill: ascending length, each group padded by at most
+    ``max_pad_share`` of its slots and at most ``max_tokens`` slots (a lone prompt is a group)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if groups:
+            slots = (len(groups[-1]) + 1) * n  # ascending: the newcomer is the longest
+            if slots <= max_tokens and slots - (real + n) <= max_pad_share * slots:
+                groups[-1].append(i)
+                real += n
+                continue
+        groups.append([i])
+        real = n
+    return groups
+
+
+def _mergeable(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
+
+
+def merge_left_padded(caches: Sequence[Any], widths: Sequence[int]) -> Any:
+    """One KV cache for all rows of several left-padded prefill caches (``widths``: their padded lengths).
+
+    Each row is left-padded further to the widest group, exactly as if all prompts had been prefilled
+    as one padded batch (sliding-window layers keep the last ``window - 1`` positions of that width).
+    The first cache object is reused and returned.
+    """
+    width = max(widths)
+    merged = caches[0]
+    for index, layer in enumerate(merged.layers):
+        keep = min(width, layer.sliding_window - 1) if getattr(layer, "is_sliding", False) else width
+        keys, values = [], []
+        for cache in caches:
+            k, v = cache.layers[index].keys, cache.layers[index].values
+            pad = keep - k.shape[-2]
+            keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+            values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+        layer.keys, layer.values = torch.cat(keys), torch.cat(values)
+        if getattr(layer, "is_sliding", False):
+            layer.cumulative_length = width
+    return merged
+
+
+def prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
+            device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """KV cache, last-position logits and left-padded attention mask for ``prompts`` (in their order).
+
+    Prompts are prefilled in groups of similar length (:func:`prefill_buckets`), so a short prompt
+    does not pay for the longest one's padding, and the groups' caches are merged into one batch.
+    Caches whose layers cannot be merged here fall back to one padded batch.
+    """
+    lengths = [len(p) for p in prompts]
+    groups = prefill_buckets(lengths)
+    outputs = []
+    for group in groups:
+        ids, mask = left_pad([prompts[i] for i in group], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        kwargs = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_(min=0)}
+        if bool(mask.all()):  # no padding: the fused causal kernel, no mask
+            kwargs = {}
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
+        outputs.append((group, ids.shape[1], _cache_of(out), out.logits[:, -1]))
+        if len(groups) > 1 and not _mergeable(outputs[0][2]):
+            return prefill_padded(model, prompts, pad_id, device)
+    rows = [i for group, *_ in outputs for i in group]
+    cache = outputs[0][2] if len(outputs) == 1 else merge_left_padded([o[2] for o in outputs], [o[1] for o in outputs])
+    logits = torch.cat([o[3] for o in outputs])
+    _, mask = left_pad(prompts, pad_id)
+    back = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device)  # bucket order -> prompt order
+    if rows != list(range(len(rows))):
+        cache.reorder_cache(back)
+        logits = logits[back]
+    return cache, logits, mask.to(device)
+
+
+def prefill_padded(model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
+                   device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """:func:`prefill` as one left-padded batch."""
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_(min=0), use_cache=True,
+                logits_to_keep=1)
+    return _cache_of(out), out.logits[:, -1], mask
+
+
 @torch.inference_mode()
 def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eos_id: int, max_new_tokens: int,
                 sampler: RowwiseSampler | None = None, stop_texts: Sequence[str] = (), decode: Any = None,
                 check_every: int = 4) -> list[list[int]]:
     """New token ids per prompt (up to and including EOS), with a KV cache, decoded row by row.
 
-    Two savings over ``model.generate`` for the eval's workload:
+    Savings over ``model.generate`` for the eval's workload:
     * identical prompts (several samples of one context) are prefilled once and their cache rows
       copied, so a control's second sample costs decode steps only;
+    * prompts are prefilled in groups of similar length and the caches merged (:func:`prefill`), so
+      short prompts do not pay for the longest prompt's padding;
+    * sampling sorts at most the tokens that can be in a row's nucleus (RowwiseSampler), not the vocabulary,
+      and draws by a Gumbel-max race, which float-level logit differences between batch shapes do not move;
     * a row leaves the batch as soon as it ends (EOS, or one of ``stop_texts`` in its decoded text,
       checked every ``check_every`` steps), so the batch shrinks instead of waiting for its slowest row.
     Greedy when ``sampler`` is None; otherwise each row draws from its own generator (RowwiseSampler),
@@ -276,11 +425,7 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
     device = next(model.parameters()).device
     unique: dict[tuple[int, ...], int] = {}
     source = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
-    ids, mask = left_pad([list(p) for p in unique], pad_id)
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache, logits = _cache_of(out), out.logits[:, -1]
+    cache, logits, mask = prefill(model, [list(p) for p in unique], pad_id, device)
     rows = torch.tensor(source, device=device)
     if len(unique) != len(prompts) or source != list(range(len(prompts))):
         cache.reorder_cache(rows)
@@ -288,8 +433,7 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
     active = list(range(len(prompts)))  # active[j] = prompt index of batch row j
     new: list[list[int]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
-        scores = logits.float() if sampler is None else sampler(None, logits)
-        token = scores.argmax(-1)
+        token = logits.float().argmax(-1) if sampler is None else sampler.sample(logits)
         done = []
         for j, t in enumerate(token.tolist()):
             new[active[j]].append(t)
