@@ -30,6 +30,8 @@ if __package__ in (None, ""):
 
 import torch
 
+from usersim.data_prep.prompt_format import IGNORE_INDEX
+
 from bench.corpora import all_texts, real_records
 from bench.flops import lora_train_flops, non_embedding_params
 from bench.harness import format_table, machine_info, matmul_peak, peak_rss_mb, run_isolated, write_result
@@ -110,7 +112,7 @@ def head_memory(spec: dict[str, Any], tok_dir: str, records: list[dict[str, Any]
         loss = model(**batch).loss
     loss.backward()
     return {"mode": mode, "tokens": batch["input_ids"].numel(),
-            "supervised_positions": int((batch["labels"][:, 1:] != -100).sum()),
+            "supervised_positions": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),
             "rss_before_step_mb": before, "loss": float(loss.detach()), "step_peak_growth_mb": peak_rss_mb() - before}
 
 

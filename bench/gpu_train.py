@@ -39,7 +39,7 @@ from bench.flops import lora_train_flops, non_embedding_params
 from bench.harness import format_table, machine_info, matmul_peak, write_result
 from bench.per_turn import completion_labels, per_turn_samples
 
-IGNORE = -100
+from usersim.data_prep.prompt_format import IGNORE_INDEX as IGNORE
 BOS, EOS, PAD = 1, 2, 0
 
 
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=3, help="alternating blocks (A, B, A, B, ...)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa | flash_attention_2 if installed)")
+    p.add_argument("--packed-attention", default="per_record", choices=["per_record", "row_mask"],
+                   help="with --attn sdpa: attention once per record of a packed row (as training runs) or "
+                        "over the whole row with a block-diagonal mask")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", default=None)
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from usersim.train.batching import collate, plan_batches
     from usersim.train.loss import supervised_only_loss
+    from usersim.train.record_attention import use_record_attention
 
     config = model_config(args.tiny)
     config._attn_implementation = args.attn
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     model = get_peft_model(base, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"], task_type="CAUSAL_LM"))
+    if args.packed_attention == "per_record":
+        use_record_attention(model)  # padded per-turn batches still go through plain SDPA
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-IGNORE = -100
+from usersim.data_prep.prompt_format import IGNORE_INDEX as IGNORE
 
 
 def supervised_spans(labels: Sequence[int]) -> list[tuple[int, int]]:

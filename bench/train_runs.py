@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from usersim.data_prep.prompt_format import IGNORE_INDEX
+
 from bench.harness import peak_rss_mb
 from bench.per_turn import completion_labels, per_turn_samples
 
@@ -175,7 +177,7 @@ def _run_trl(model: Any, tokenizer: Any, samples: list[dict[str, Any]], *, epoch
             c = self.counts
             c["slots"] += batch["input_ids"].numel()
             c["real"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            c["supervised"] += int((batch["labels"][:, 1:] != -100).sum())
+            c["supervised"] += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             c["steps"] += 1
             return batch
 
@@ -241,7 +243,7 @@ def loss_equality(spec: dict[str, Any], tok_dir: str, examples: list[dict[str, A
     for ex in per_turn_examples(examples):
         ids = torch.tensor([ex["input_ids"]])
         labels = torch.tensor([ex["labels"]])
-        n = int((labels[:, 1:] != -100).sum())
+        n = int((labels[:, 1:] != IGNORE_INDEX).sum())
         turn_sum += float(model(input_ids=ids, labels=labels).loss.double()) * n
         turn_n += n
         n_samples += 1
