@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="chitchat", choices=["chitchat", "synthetic"])
     p.add_argument("--items", type=int, default=32, help="per-turn items per model (tiny)")
     p.add_argument("--gemma-items", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16, help="items per batch (x samples = rows, as eval's batch_size)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="items per batch (x samples = rows, as eval's batch_size)")
     # eval's default profile (configs/eval/default.yaml): the simulator's 3 samples per item (headline,
     # null control, hot control at 1.6), 48 new tokens, prompts of up to 256 tokens, top_p 0.95.
     p.add_argument("--temperatures", default="1.0,1.0,1.6", help="one sample per temperature, per item")

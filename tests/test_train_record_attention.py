@@ -120,6 +120,7 @@ def test_record_boundaries_and_masks():
     assert kw["max_length_q"] == 4 and kw["cu_seq_lens_k"].dtype == torch.int32
     assert packed_row_kwargs(pos, torch.ones_like(pos)) == {}  # a padded batch is not a packed row
     assert packed_row_kwargs(None, None) == {}
+    assert packed_row_kwargs(torch.tensor([[7, 8, 9]]), None) == {}  # continues a sequence: not a packed row
     with pytest.raises(ValueError, match="start a record at position 0"):
         record_starts(torch.tensor([[1, 2, 0]]))
     m = sliding_causal_mask(5, 2, torch.device("cpu"))[0, 0].int().tolist()

@@ -62,8 +62,11 @@ def record_starts(position_ids: torch.Tensor) -> torch.Tensor:
 
 def packed_row_kwargs(position_ids: torch.Tensor | None,
                       attention_mask: torch.Tensor | None) -> dict[str, Any]:
-    """The variable-length keywords of a packed row (empty for anything else: padded batches, no positions)."""
+    """The variable-length keywords of a packed row (empty for anything else: padded batches, no positions,
+    a row that does not start at position 0, which the model's own masks handle)."""
     if position_ids is None or attention_mask is not None or position_ids.shape[0] != 1:
+        return {}
+    if position_ids.numel() == 0 or int(position_ids[0, 0]) != 0:
         return {}
     cu = record_starts(position_ids)
     longest = int((cu[1:] - cu[:-1]).max())
@@ -85,7 +88,7 @@ def packed_forward(position_ids: torch.Tensor | None, attention_mask: torch.Tens
 
 
 def record_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
-    """Mask function of :data:`RECORD_ATTENTION`: none inside :func:`packed_forward`, transformers' SDPA mask elsewhere."""
+    """Mask function of :data:`RECORD_ATTENTION`: none inside :func:`packed_forward`, else transformers' SDPA mask."""
     from transformers.masking_utils import sdpa_mask
 
     return None if _in_packed_row.get() else sdpa_mask(*args, **kwargs)

@@ -382,10 +382,12 @@ def prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
         if len(groups) > 1 and not _mergeable(outputs[0][2]):
             return prefill_padded(model, prompts, pad_id, device)
     rows = [i for group, *_ in outputs for i in group]
-    cache = outputs[0][2] if len(outputs) == 1 else merge_left_padded([o[2] for o in outputs], [o[1] for o in outputs])
+    caches, widths = [o[2] for o in outputs], [o[1] for o in outputs]
+    cache = caches[0] if len(outputs) == 1 else merge_left_padded(caches, widths)
     logits = torch.cat([o[3] for o in outputs])
     _, mask = left_pad(prompts, pad_id)
-    back = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device)  # bucket order -> prompt order
+    # bucket order -> prompt order
+    back = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device)
     if rows != list(range(len(rows))):
         cache.reorder_cache(back)
         logits = logits[back]
