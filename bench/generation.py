@@ -116,7 +116,9 @@ def rollouts(sim: UserSimulator, scenarios: list, turns: int, max_new_tokens: in
     """RL rollouts against a scripted assistant: one BatchUserSimEnv over all episodes, or one per episode
     (the first ``episodes`` of them only).
 
-    Both sides give episode ``i`` the same seed, so they write the same user turns.
+    Both sides give episode ``i`` the same seed, so they write the same user turns. Tokens are those of
+    the kept user turns re-tokenised, plus one EOS each (the environment keeps text, not ids): the same
+    count on both sides.
     """
     from usersim.rl.env import BatchUserSimEnv
 
