@@ -335,6 +335,13 @@ def test_bucketed_prefill_equals_one_padded_batch(arch):
         _, padded_logits, padded_mask = prefill_padded(model, prompts, 0, torch.device("cpu"))
     assert torch.equal(merged_mask, padded_mask)
     assert (merged_logits - padded_logits).abs().max() < 1e-4
+    # One group whose length order is not the prompts' order: rows still come back in prompt order.
+    few = [prompts[0][:12], prompts[0][:11], prompts[3][:10]]
+    assert prefill_buckets([len(p) for p in few]) == [[2, 1, 0]]
+    with torch.inference_mode():
+        _, one_group, _ = prefill(model, few, 0, torch.device("cpu"))
+        _, one_batch, _ = prefill_padded(model, few, 0, torch.device("cpu"))
+    assert (one_group - one_batch).abs().max() < 1e-4
     rows = decode_rows(model, prompts, pad_id=0, eos_id=127, max_new_tokens=12)
     for prompt, row in zip(prompts, rows):
         ref = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=127,

@@ -187,10 +187,9 @@ class RowwiseSampler:
         u = self._uniforms(rows, vocab).to(scores.device)
         if self.top_k and self.top_k < vocab:  # top-k first (then top-p within it)
             top, order = torch.topk(logp, self.top_k, dim=-1)
-            if self.top_p < 1.0:
+            if self.top_p < 1.0:  # the nucleus of the renormalised top-k (a constant shift: same race)
                 probs = top.exp()
-                probs = probs / probs.sum(-1, keepdim=True)
-                top = top.masked_fill(probs.cumsum(-1) - probs >= self.top_p, float("-inf"))
+                top = self._nucleus_logp(probs / probs.sum(-1, keepdim=True))
             return self._race(top, order, u)
         if self.top_p >= 1.0:  # the full distribution
             return self._race(logp, None, u)
@@ -368,39 +367,33 @@ def prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
     does not pay for the longest one's padding, and the groups' caches are merged into one batch.
     Caches whose layers cannot be merged here fall back to one padded batch.
     """
-    lengths = [len(p) for p in prompts]
-    groups = prefill_buckets(lengths)
+    groups = prefill_buckets([len(p) for p in prompts])
     outputs = []
     for group in groups:
-        ids, mask = left_pad([prompts[i] for i in group], pad_id)
-        ids, mask = ids.to(device), mask.to(device)
-        kwargs = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_(min=0)}
-        if bool(mask.all()):  # no padding: the fused causal kernel, no mask
-            kwargs = {}
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
-        outputs.append((group, ids.shape[1], _cache_of(out), out.logits[:, -1]))
-        if len(groups) > 1 and not _mergeable(outputs[0][2]):
+        outputs.append(prefill_padded(model, [prompts[i] for i in group], pad_id, device))
+        if len(groups) > 1 and not _mergeable(outputs[0][0]):
             return prefill_padded(model, prompts, pad_id, device)
-    rows = [i for group, *_ in outputs for i in group]
-    caches, widths = [o[2] for o in outputs], [o[1] for o in outputs]
-    cache = caches[0] if len(outputs) == 1 else merge_left_padded(caches, widths)
-    logits = torch.cat([o[3] for o in outputs])
-    _, mask = left_pad(prompts, pad_id)
-    # bucket order -> prompt order
-    back = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device)
+    if len(outputs) == 1:
+        cache, logits, _ = outputs[0]
+    else:
+        cache = merge_left_padded([o[0] for o in outputs], [o[2].shape[1] for o in outputs])
+        logits = torch.cat([o[1] for o in outputs])
+    rows = [i for group in groups for i in group]  # groups are in ascending length, not in prompt order
     if rows != list(range(len(rows))):
+        back = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), device=device)
         cache.reorder_cache(back)
         logits = logits[back]
-    return cache, logits, mask.to(device)
+    return cache, logits, left_pad(prompts, pad_id)[1].to(device)
 
 
 def prefill_padded(model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
                    device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """:func:`prefill` as one left-padded batch."""
+    """:func:`prefill` as one left-padded batch (no mask when nothing is padded: the fused causal kernel)."""
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_(min=0), use_cache=True,
-                logits_to_keep=1)
+    kwargs = {} if bool(mask.all()) else {"attention_mask": mask,
+                                          "position_ids": (mask.cumsum(-1) - 1).clamp_(min=0)}
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
     return _cache_of(out), out.logits[:, -1], mask
 
 
