@@ -338,17 +338,22 @@ def chat_completions_url(endpoint: str) -> str:
     return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
 
-def _api_key(cfg: PromptedConfig) -> str | None:
-    if not cfg.api_key_env:
+def api_key(env_name: str, setting: str = "prompted.api_key_env") -> str | None:
+    """The key in the environment variable *named* ``env_name`` (None when ``env_name`` is "").
+
+    ``setting`` is the config key that named it, for the error when the variable is unset.
+    """
+    if not env_name:
         return None
-    key = os.environ.get(cfg.api_key_env)
+    key = os.environ.get(env_name)
     if not key:
-        raise EndpointError(f"prompted.api_key_env names the environment variable {cfg.api_key_env!r}, "
+        raise EndpointError(f"{setting} names the environment variable {env_name!r}, "
                             "which is not set (or empty)")
     return key
 
 
-def _redact(text: str, key: str | None) -> str:
+def redact(text: str, key: str | None) -> str:
+    """``text`` with every occurrence of ``key`` replaced by ``<redacted>``."""
     return text.replace(key, "<redacted>") if key else text
 
 
@@ -370,15 +375,15 @@ def post_chat_completion(url: str, body: Mapping[str, Any], key: str | None, tim
                 return json.loads(payload)
             except json.JSONDecodeError:
                 raise EndpointError(f"{url} answered with something that is not JSON: "
-                                    f"{_redact(payload[:200].decode(errors='replace'), key)!r}") from None
+                                    f"{redact(payload[:200].decode(errors='replace'), key)!r}") from None
         except urllib.error.HTTPError as err:
-            detail = _redact(err.read()[:500].decode(errors="replace"), key)
+            detail = redact(err.read()[:500].decode(errors="replace"), key)
             problem = f"{url} answered HTTP {err.code} {err.reason}: {detail}"
             if err.code not in RETRY_STATUS:
                 break
         except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
             reason = getattr(err, "reason", err)
-            problem = f"could not reach {url}: {_redact(str(reason), key)}"
+            problem = f"could not reach {url}: {redact(str(reason), key)}"
     raise EndpointError(problem)
 
 
@@ -400,7 +405,7 @@ def _generate_endpoint(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, s
     from tqdm.auto import tqdm
 
     url = chat_completions_url(cfg.endpoint)
-    key = _api_key(cfg)
+    key = api_key(cfg.api_key_env)
     print(f"[eval] prompted: {len(items)} requests to {url} (model {cfg.endpoint_model!r}"
           f"{', key from $' + cfg.api_key_env if cfg.api_key_env else ', no key'})")
 
