@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from usersim.eval.llm_judge import LLMJudgeConfig
 from usersim.eval.prompted import PromptedConfig
 
 
@@ -50,7 +51,15 @@ class EvalConfig:
 
     # Paired discrimination (the headline), controls and statistics
     neural_discriminator: bool = True  # also run the MiniLM-embedding judge
-    headline_judge: str = "fast"  # the judge whose paired accuracy is the headline: fast or neural (fixed in advance)
+    # also run the lm judge: a linear probe on the base model's (adapter off) hidden states of each turn
+    # read in its conversation (usersim.eval.lm_judge); it reuses the loaded simulator's model
+    lm_judge: bool = True
+    lm_judge_context_tokens: int = 128  # transcript tokens the lm judge reads before a turn
+    # the judge whose paired accuracy is the headline: "auto" = chosen on validation users before the test
+    # split is used (usersim.eval.judge_selection), or a judge fixed in advance: fast, neural or lm
+    headline_judge: str = "auto"
+    judge_selection_items: int = 64  # validation items (one per conversation) the auto choice is made on
+    judge_selection_split: str = "validation"  # held-out split the auto choice reads (never the eval's split)
     n_splits: int = 5  # cross-fitting folds, grouped by user id
     n_permutations: int = 2000  # permutations (refits) of every permutation null
     # the smallest |paired accuracy - 0.5| the run claims to resolve: a run whose MDE is larger says
@@ -66,6 +75,11 @@ class EvalConfig:
     diversity_prompts: int = 8  # items sampled several times for sample diversity (0 = skip)
     num_diversity_samples: int = 4  # samples per diversity prompt
     controllability_items: int = 40  # items regenerated with a swapped-in condition (0 = skip)
+
+    # the llm judge: a chat model behind an OpenAI-compatible endpoint picks the real one of each pair
+    # (usersim.eval.llm_judge; endpoint "" = off). Reported beside the other judges for every system;
+    # never chosen as the headline judge automatically
+    llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
 
     # the prompted baseline: an instruct model told to act as the user (usersim.eval.prompted; model "" = skip)
     prompted: PromptedConfig = field(default_factory=PromptedConfig)

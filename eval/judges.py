@@ -35,10 +35,16 @@ from usersim.eval.style_features import content_tokens, feature_matrix, words
 
 @dataclass(frozen=True)
 class Context:
-    """What preceded a turn: the other side's last turn and the user's own last turn ("" = none)."""
+    """What preceded a turn: the other side's last turn, the user's own last turn ("" = none), and
+    the conversation so far as ``(role, text)`` pairs, oldest first (``()`` = unknown or none).
+
+    ``previous``/``own_previous`` are what the fast and neural judges read; ``history`` is what a
+    judge that reads the whole conversation (the ``lm`` judge) reads.
+    """
 
     previous: str = ""
     own_previous: str = ""
+    history: tuple[tuple[str, str], ...] = ()
 
 
 NO_CONTEXT = Context()
@@ -48,7 +54,8 @@ def item_context(history: Sequence[Mapping[str, Any]]) -> Context:
     """The :class:`Context` of a per-turn item from its history of ``{"role", "text"}`` turns."""
     previous = history[-1]["text"] if history else ""
     own = next((t["text"] for t in reversed(history) if t["role"] == "user"), "")
-    return Context(previous=previous, own_previous=own)
+    return Context(previous=previous, own_previous=own,
+                   history=tuple((str(t["role"]), str(t["text"])) for t in history))
 
 
 Features = Any  # a dense ndarray or a scipy sparse matrix, one row per text
@@ -60,6 +67,9 @@ class Judge:
     name: str
     description: str
     features: Featurise
+    # optional: compute and cache the features of many (text, context) rows at once, before the
+    # comparisons ask for them (the lm judge reads each context once for every text answering it)
+    warm: Callable[..., None] | None = None
 
 
 # ----------------------------------------------------------------------------- fast
@@ -141,10 +151,13 @@ def neural_features_with(embed: EmbeddingCache) -> Featurise:
 FAST = Judge("fast", "TF-IDF word+char n-grams, style features, and the turn's relation to its context", fast_features)
 
 
-def build_judges(neural: bool = True) -> dict[str, Judge]:
-    """The judges of a run: ``fast`` always, ``neural`` (MiniLM) when asked."""
+def build_judges(neural: bool = True, lm: Judge | None = None) -> dict[str, Judge]:
+    """The judges of a run: ``fast`` always, ``neural`` (MiniLM) when asked, and ``lm``
+    (usersim.eval.lm_judge, built by the caller around a loaded LM) when given."""
     judges = {"fast": FAST}
     if neural:
         judges["neural"] = Judge("neural", "frozen MiniLM embeddings of the turn and of its context turns",
                                  neural_features_with(EmbeddingCache()))
+    if lm is not None:
+        judges[lm.name] = lm
     return judges

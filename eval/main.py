@@ -42,7 +42,9 @@ from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS
                                    control_verdict, judge_alpha, same_user_other_turns, split_users)
 from usersim.eval.discriminators import discriminate
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
+from usersim.eval.judge_selection import AUTO, choose_headline_judge, validation_judge_scores
 from usersim.eval.judges import Judge, build_judges, item_context
+from usersim.eval.llm_judge import llm_paired_discrimination
 from usersim.eval.paired import PairedResult, complete_pairs, paired_discrimination
 from usersim.eval.permutation import cluster_robust_interval
 from usersim.eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
@@ -54,6 +56,8 @@ RESAMPLE, HOT = "simulator_resample", "simulator_hot"  # the controls' extra sim
 SAME_CAP = {SIMULATOR, RESAMPLE, HOT, BASE}  # generated with the simulator's tokenizer and cap max_new_tokens
 SAMPLE_KEYS = {SIMULATOR: "simulated", BASE: "base", PROMPTED: "prompted"}
 HUMAN_B = "human_b"  # the second, disjoint group of held-out humans (the floor of every distance)
+# headline_judge: auto breaks ties in validation power in this order (the judge built to see most first)
+JUDGE_PREFERENCE = ("lm", "neural", "fast")
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -378,15 +382,78 @@ def run_paired(judges: dict[str, Judge], real: Sequence[str | None], candidate: 
     return results, keep, dropped
 
 
+def eval_judges(cfg: EvalConfig, sim: Any) -> dict[str, Judge]:
+    """The run's judges: fast, neural (if on) and lm (if on; the loaded model read with its adapter off)."""
+    lm = None
+    if cfg.lm_judge:
+        from usersim.eval.lm_judge import LMJudgeConfig, lm_judge
+
+        lm = lm_judge(sim.model, sim.tokenizer, LMJudgeConfig(max_context_tokens=cfg.lm_judge_context_tokens,
+                                                               max_turn_tokens=cfg.max_new_tokens),
+                      model_context=sim.adapter_disabled)
+    judges = build_judges(cfg.neural_discriminator, lm=lm)
+    if cfg.headline_judge not in (AUTO, *judges):
+        raise ValueError(f"headline_judge={cfg.headline_judge!r} is not among the judges run {list(judges)} "
+                         f"(or {AUTO!r}); turn the judge on (neural_discriminator / lm_judge) or pick another")
+    return judges
+
+
+def select_headline_judge(cfg: EvalConfig, sim: Any, judges: dict[str, Judge]) -> dict[str, Any]:
+    """The headline judge: as fixed in the config, or chosen on validation users (usersim.eval.judge_selection)."""
+    if cfg.headline_judge != AUTO:
+        return {"judge": cfg.headline_judge, "reason": "fixed in the config before the run", "split": None}
+    from datasets import load_from_disk
+
+    from usersim.eval.simulate import generate_turns
+
+    if cfg.judge_selection_split == cfg.split:
+        raise ValueError(f"judge_selection_split={cfg.judge_selection_split!r} is the eval's own split: the headline "
+                         "judge must be chosen on other users (set it to validation)")
+    ds = load_from_disk(str(Path(cfg.data_dir) / "dataset"))
+    turns_split = f"{cfg.judge_selection_split}_turns"
+    if turns_split not in ds:
+        raise KeyError(f"{cfg.data_dir}/dataset has no split {turns_split!r} to choose the headline judge on; "
+                       "set headline_judge to a judge name instead of auto")
+    pool = ds[turns_split].to_list()
+    items = select_items(pool, cfg.judge_selection_items, cfg.seed + 11, 1)
+    rows = generate_turns(sim, items, use_adapter=True, seed=cfg.seed + 11, batch_size=cfg.batch_size,
+                          max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress, do_sample=cfg.do_sample,
+                          top_p=cfg.top_p, temperature=cfg.temperature)
+    sim_turns = SystemTurns.from_turns([r[0] for r in rows]).at_budget(sim.tokenizer, cfg.max_new_tokens,
+                                                                        capped_at_budget=True)
+    scores = validation_judge_scores(judges, items, sim_turns.texts, sim_turns.capped, pool, n_splits=cfg.n_splits,
+                                     n_permutations=min(cfg.n_permutations, 500), seed=cfg.seed)
+    judge, reason = choose_headline_judge(scores, JUDGE_PREFERENCE)
+    print(f"[usersim eval] headline judge: {reason}")
+    return {"judge": judge, "reason": reason, "split": cfg.judge_selection_split, "n_items": len(items),
+            "n_users": len({str(it["user_id"]) for it in items}), "scores": scores}
+
+
+def warm_judges(judges: dict[str, Judge], contexts: Sequence[Any], *columns: Sequence[str | None],
+                show_progress: bool = False) -> None:
+    """Let judges that read each context once (lm) featurise every system's turn for it in one pass."""
+    for judge in judges.values():
+        if judge.warm is None:
+            continue
+        texts, ctxs = [], []
+        for col in columns:
+            for t, c in zip(col, contexts):
+                if t is not None and str(t).strip():
+                    texts.append(t)
+                    ctxs.append(c)
+        judge.warm(texts, ctxs, show_progress=show_progress)
+
+
 def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: list[dict[str, Any]],
-                           turns: dict[str, SystemTurns], systems: list[str]):
+                           turns: dict[str, SystemTurns], systems: list[str], judges: dict[str, Judge],
+                           headline_judge: str):
     """Paired discrimination of every system (the headline), the paired controls, human-vs-human."""
-    judges = build_judges(cfg.neural_discriminator)
-    if cfg.headline_judge not in judges:
-        raise ValueError(f"headline_judge={cfg.headline_judge!r} is not among the judges run {list(judges)}")
     users = [str(it["user_id"]) for it in items]
     contexts = [item_context(it["history"]) for it in items]
     real = turns[HUMAN].texts
+    other_context = same_user_other_turns(items, pool, cfg.seed)
+    warm_judges(judges, contexts, real, other_context, *(t.texts for t in turns.values()),
+                show_progress=cfg.show_progress)
     metrics: list[Metric] = []
     paired: dict[str, Any] = {}
     results: dict[str, tuple[dict[str, PairedResult], list[int]]] = {}
@@ -395,6 +462,12 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
         results[system] = (res, keep)
         paired[system] = {**{n: r.to_dict() for n, r in res.items()}, "excluded": dropped}
         metrics += [paired_metric(r, system, judges[n]) for n, r in res.items()]
+        if cfg.llm_judge.endpoint and len(keep) >= 4:
+            llm = llm_paired_discrimination(cfg.llm_judge, [real[i] for i in keep], [turns[system].texts[i] for i in keep],
+                                            [contexts[i] for i in keep], [users[i] for i in keep], seed=cfg.seed,
+                                            n_permutations=cfg.n_permutations, show_progress=cfg.show_progress)
+            paired[system]["llm"] = llm.to_dict()
+            metrics.append(paired_metric(llm, system, Judge("llm", llm.description, None)))
 
     controls: dict[str, Any] = {"paired": {}, "human_vs_human": {}, "flags": [], "description": DESCRIPTIONS}
     flags: list[str] = []
@@ -403,7 +476,7 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
         # null: sample 1 plays "real" (a capped sample 1 is left out like any capped turn)
         first = [None if c else t for t, c in zip(turns[SIMULATOR].texts, turns[SIMULATOR].capped)]
         candidates["simulator_vs_itself"] = (first, turns[RESAMPLE])
-    candidates["same_user_other_context"] = (real, same_user_other_turns(items, pool, cfg.seed))
+    candidates["same_user_other_context"] = (real, other_context)
     if HOT in turns:
         candidates["simulator_hot"] = (real, turns[HOT])
     for name, (left, right) in candidates.items():
@@ -417,16 +490,17 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
                                       **{n: r.to_dict() for n, r in results[BASE][0].items()}}
     for name, ctl in controls["paired"].items():
         by_judge = {n: ctl[n] for n in judges if n in ctl}
-        ctl["passed"], flag = control_verdict(name, by_judge, cfg.headline_judge)
+        ctl["passed"], flag = control_verdict(name, by_judge, headline_judge)
         if flag:
             flags.append(flag)
 
     # unpaired human vs human: two disjoint user groups of the eval's real turns
     group_a, _ = split_users(users, cfg.seed)
-    a = [(t, u) for t, u in zip(real, users) if t is not None and u in group_a]
-    b = [(t, u) for t, u in zip(real, users) if t is not None and u not in group_a]
+    a = [(t, u, c) for t, u, c in zip(real, users, contexts) if t is not None and u in group_a]
+    b = [(t, u, c) for t, u, c in zip(real, users, contexts) if t is not None and u not in group_a]
     for name, judge in judges.items():
-        r = discriminate(judge, [t for t, _ in a], [u for _, u in a], [t for t, _ in b], [u for _, u in b],
+        r = discriminate(judge, [t for t, _, _ in a], [u for _, u, _ in a], [t for t, _, _ in b], [u for _, u, _ in b],
+                         real_contexts=[c for _, _, c in a], candidate_contexts=[c for _, _, c in b],
                          n_splits=cfg.n_splits, n_permutations=cfg.n_permutations, seed=cfg.seed)
         passed = r.accuracy.p_value >= judge_alpha(len(judges))
         controls["human_vs_human"][name] = {**r.to_dict(), "passed": passed}
@@ -435,9 +509,9 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
 
     headline: dict[str, Any] = {}
     sim_res = results.get(SIMULATOR, ({}, []))[0]
-    if cfg.headline_judge in sim_res:
-        r = sim_res[cfg.headline_judge]
-        headline = {"system": SIMULATOR, **r.to_dict(),
+    if headline_judge in sim_res:
+        r = sim_res[headline_judge]
+        headline = {"system": SIMULATOR, **r.to_dict(), "judges_run": list(judges),
                     "verdict": verdict(r.inference.accuracy, r.inference.p_value, r.inference.mde,
                                        cfg.claimed_effect), "claimed_effect": cfg.claimed_effect}
         headline["sentence"] = headline_sentence(headline)
@@ -452,7 +526,7 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
         (rs, ks), (rb, kb) = results[SIMULATOR], results[BASE]
         common = sorted(set(ks) & set(kb))
         pos_s, pos_b = {i: j for j, i in enumerate(ks)}, {i: j for j, i in enumerate(kb)}
-        j = cfg.headline_judge
+        j = headline_judge
         d = np.array([rs[j].scores[pos_s[i]] - rb[j].scores[pos_b[i]] for i in common])
         if d.size:
             lo, hi = cluster_robust_interval(d, [users[i] for i in common])
@@ -527,6 +601,11 @@ def main(cfg: EvalConfig) -> Path:
                                         dtype=cfg.dtype or None, trust_remote_code=cfg.trust_remote_code,
                                         max_prompt_tokens=cfg.max_prompt_tokens)
     registry, timings = MetricRegistry(), {}
+    judges = eval_judges(cfg, sim)
+    selection: dict[str, Any] = {}
+    if shard.is_main:
+        with timed(timings, "judge_selection"):  # on validation users, before any test item is generated
+            selection = select_headline_judge(cfg, sim, judges)
     if shard.is_main:
         print(f"[usersim eval] {len(items)} items from {len(set(users))} held-out users, {len(records)} conversations"
               + (f", shared by {shard.world} processes" if shard.world > 1 else ""))
@@ -575,7 +654,8 @@ def main(cfg: EvalConfig) -> Path:
                 {SIMULATOR: [[compared[SIMULATOR][i], turns[RESAMPLE].texts[i]] for i in both]}, [users[i] for i in both],
                 n_boot=cfg.n_boot, seed=cfg.seed))
     with timed(timings, "discrimination"):
-        metrics, paired, controls, headline, paired_diff = discrimination_section(cfg, items, pool, turns, systems)
+        metrics, paired, controls, headline, paired_diff = discrimination_section(cfg, items, pool, turns, systems,
+                                                                                  judges, selection["judge"])
         registry.extend(metrics)
         differences.update(paired_diff)
     with timed(timings, "statistics"):
@@ -594,7 +674,9 @@ def main(cfg: EvalConfig) -> Path:
         for row in sample_rows(items, generated, turns, cfg.history_tail):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     (out / "plots.json").write_text(json.dumps(json_safe(plots), ensure_ascii=False), encoding="utf-8")
-    doc = {"headline": headline, "metrics": registry.to_list(), "paired": paired,
+    if headline:
+        headline["judge_choice"] = selection["reason"]
+    doc = {"headline": headline, "judge_selection": selection, "metrics": registry.to_list(), "paired": paired,
            "paired_differences": {"simulator_minus_base": differences}, "controls": controls,
            "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
            "git_revision": info["git_revision"], "versions": info["versions"],
@@ -604,7 +686,7 @@ def main(cfg: EvalConfig) -> Path:
     print(format_table(list(registry), systems))
     print("step timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     if headline:
-        print(headline["sentence"])
+        print(headline["sentence"] + f" (headline judge: {selection['reason']})")
     print(f"controls: {'FLAGGED ' + ', '.join(controls['flags']) if controls['flags'] else 'passed (no flags)'}")
     return out
 

@@ -110,10 +110,17 @@ class PairedResult:
 
 def paired_discrimination(judge: Judge, real: Sequence[str], candidate: Sequence[str], contexts: Sequence[Context],
                           users: Sequence[str], *, n_splits: int = 5, n_permutations: int = 200,
-                          seed: int = 0) -> PairedResult:
-    """Cross-fitted paired accuracy of ``judge`` on (real, candidate) pairs, with its permutation null."""
+                          seed: int = 0, candidate_contexts: Sequence[Context] | None = None) -> PairedResult:
+    """Cross-fitted paired accuracy of ``judge`` on (real, candidate) pairs, with its permutation null.
+
+    Both sides of a pair are read in ``contexts`` (the usual case: two next turns for one context).
+    ``candidate_contexts`` gives the candidate side its own context instead (e.g. a calibration that
+    pairs two humans' turns, each in its own conversation); the null is the same, since under it the
+    two (turn, context) sides of a pair are exchangeable.
+    """
     n = len(real)
-    if not (n == len(candidate) == len(contexts) == len(users)):
+    cand_ctx = list(contexts) if candidate_contexts is None else list(candidate_contexts)
+    if not (n == len(candidate) == len(contexts) == len(users) == len(cand_ctx)):
         raise ValueError(f"paired inputs differ in length: {n} real, {len(candidate)} candidate, "
                          f"{len(contexts)} contexts, {len(users)} users")
     users = [str(u) for u in users]
@@ -121,7 +128,7 @@ def paired_discrimination(judge: Judge, real: Sequence[str], candidate: Sequence
     if n < 4 or len(distinct) < 2:
         raise ValueError(f"paired discrimination needs >= 4 pairs from >= 2 users (got {n} pairs, "
                          f"{len(distinct)} users)")
-    feats = judge.features(list(real) + list(candidate), list(contexts) * 2)
+    feats = judge.features(list(real) + list(candidate), list(contexts) + cand_ctx)
     smoothers = fold_smoothers(gram(feats[:n] - feats[n:]), user_folds(users, n_splits, seed))
     scores = pair_scores(cross_fit_margins(smoothers, np.ones(n), n))
     rng = np.random.default_rng(seed)

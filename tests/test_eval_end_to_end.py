@@ -45,13 +45,24 @@ def tiny_records(n_users: int = 8) -> list[dict]:
     return records
 
 
-def write_data_run(root: Path, records: list[dict]) -> Path:
+def write_data_run(root: Path, records: list[dict], validation: list[dict] | None = None) -> Path:
     from datasets import Dataset, DatasetDict
 
     items = [it for r in records for it in per_turn_items(r)]
-    DatasetDict({"test": Dataset.from_list(records), "test_turns": Dataset.from_list(items)}).save_to_disk(
-        str(root / "dataset"))
+    splits = {"test": Dataset.from_list(records), "test_turns": Dataset.from_list(items)}
+    if validation:
+        splits["validation"] = Dataset.from_list(validation)
+        splits["validation_turns"] = Dataset.from_list([it for r in validation for it in per_turn_items(r)])
+    DatasetDict(splits).save_to_disk(str(root / "dataset"))
     return root
+
+
+def validation_records(n_users: int = 8) -> list[dict]:
+    """Other users for the headline judge's choice (validation users never appear in test)."""
+    out = []
+    for r in tiny_records(n_users):
+        out.append({**r, "id": "v" + r["id"], "user_id": "v" + r["user_id"], "group_id": "v" + r["group_id"]})
+    return out
 
 
 def test_every_eval_yaml_loads_and_starts_with_its_command():
@@ -84,20 +95,27 @@ def test_aligned_curves_and_table():
     assert "0.5 [0.4, 0.6]" in table
 
 
-def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_path):
+def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_path, monkeypatch):
     import torch
 
+    from test_eval_llm_judge import JudgeServer, longer_judge
     from tiny_run import build_tiny_run
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    server = JudgeServer(longer_judge)  # a real local OpenAI-style server playing the llm judge
 
     torch.set_num_threads(1)
     records = tiny_records()
-    data_dir = write_data_run(tmp_path / "data", records)
+    data_dir = write_data_run(tmp_path / "data", records, validation_records())
     run_dir = build_tiny_run(tmp_path / "train", records=records, train_steps=3)
     out = tmp_path / "eval"
-    rc = cli(["--config", str(ROOT / "configs/eval/smoke.yaml"), "--output_dir", str(out), f"data_dir={data_dir}",
-              f"run_dir={run_dir}", "max_items_per_conversation=0", "max_new_tokens=8", "exclude_capped=false", "n_boot=50",
-              "show_progress=false", "neural_discriminator=true", "diversity_prompts=2", "num_diversity_samples=2",
-              "controllability_items=4"])
+    with server:
+        rc = cli(["--config", str(ROOT / "configs/eval/smoke.yaml"), "--output_dir", str(out), f"data_dir={data_dir}",
+                  f"run_dir={run_dir}", "max_items_per_conversation=0", "max_new_tokens=8", "exclude_capped=false",
+                  "n_boot=50", "show_progress=false", "neural_discriminator=true", "headline_judge=auto",
+                  "diversity_prompts=2", "num_diversity_samples=2", "controllability_items=4",
+                  f"llm_judge.endpoint={server.url}", "llm_judge.endpoint_model=judge-test"])
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
     validate_metrics_json(doc)
@@ -126,7 +144,18 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     # the simulator's cap is the comparison budget: its capped turns are compared (cut), never left out
     assert trunc["cut_at_budget"]["simulator"] >= trunc["hit_cap"]["simulator"] and trunc["capped"]["simulator"] == 0
     assert "human" in trunc["cut_at_budget"] and 0 <= trunc["prompt_turns_dropped"] <= doc["n_items"]
-    assert set(doc["controls"]["human_vs_human"]) == {"fast", "neural"}
+    assert set(doc["controls"]["human_vs_human"]) == {"fast", "neural", "lm"}
+    assert ("paired_accuracy_lm", "simulator") in rows
+    # the llm judge was asked about every complete pair of every system, once each
+    llm = doc["paired"]["simulator"]["llm"]
+    assert rows[("paired_accuracy_llm", "simulator")]["n"] == llm["n_pairs"] == doc["paired"]["simulator"]["fast"]["n_pairs"]
+    assert len(server.requests) == sum(doc["paired"][s]["llm"]["n_pairs"] for s in ("simulator", "base"))
+    assert 0 <= llm["position_first_share"] <= 1
+    # the headline judge was chosen on the validation users, before the test items (headline_judge: auto)
+    sel = doc["judge_selection"]
+    assert sel["split"] == "validation" and sel["judge"] == head["judge"] and sel["judge"] in {"fast", "neural", "lm"}
+    assert set(sel["scores"]) == {"fast", "neural", "lm"} and head["judge_choice"] == sel["reason"]
+    assert all(0 <= sel["scores"][j]["null_p_value"] <= 1 for j in sel["scores"])
     assert {"simulator_vs_itself", "simulator_hot", "base"} <= set(doc["controls"]["paired"])
     assert doc["controls"]["paired"]["simulator_vs_itself"]["role"] == "null"
     assert set(doc["truncation"]["capped"]) >= {"simulator", "base", "simulator_resample", "simulator_hot"}

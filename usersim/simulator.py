@@ -300,13 +300,13 @@ def _download_adapter_repo(repo_id: str) -> Path:
                       f"({type(exc).__name__}); {hint}") from None
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_kwarg(model: Any) -> str:
     """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _cache_of(output: Any) -> Any:
+def cache_of(output: Any) -> Any:
     return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
 
 
@@ -394,7 +394,7 @@ def prefill_padded(model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
     kwargs = {} if bool(mask.all()) else {"attention_mask": mask,
                                           "position_ids": (mask.cumsum(-1) - 1).clamp_(min=0)}
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
-    return _cache_of(out), out.logits[:, -1], mask
+    return cache_of(out), out.logits[:, -1], mask
 
 
 @torch.inference_mode()
@@ -449,8 +449,8 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
                 sampler.select(keep)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         out = model(input_ids=token.unsqueeze(-1), attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                    use_cache=True, **{_cache_kwarg(model): cache})
-        cache, logits = _cache_of(out), out.logits[:, -1]
+                    use_cache=True, **{cache_kwarg(model): cache})
+        cache, logits = cache_of(out), out.logits[:, -1]
     return new
 
 
