@@ -106,7 +106,7 @@ class LLMJudgeConfig:
         "point and what they would leave out), not which message is better. Reply with a single digit: 1 if "
         "Candidate 1 is the real person's message, 2 if Candidate 2 is. Write nothing else."
     )
-    question: str = "Which candidate is the real person's next message? Reply with 1 or 2 only."
+    question: str = "Which candidate is the real person's next message? Reply with 1 or 2 only."  # asked after the candidates
 
 
 def check_config(cfg: LLMJudgeConfig) -> None:

@@ -261,6 +261,7 @@ def headline_context(run: EvalRun) -> dict[str, Any]:
         "verdict_words": verdict_words(head.get("verdict")),
         "system": SYSTEM_LABELS.get(str(head.get("system") or "simulator"), str(head.get("system"))),
         "judge": str(head.get("judge") or "?"),
+        "judge_choice": str(head.get("judge_choice") or ""),
         "accuracy": fmt(head.get("accuracy")),
         "ci": fmt_band(head.get("ci_low"), head.get("ci_high")),
         "p": fmt(head.get("p_value")),

@@ -22,7 +22,7 @@ from typing import Any
 from usersim.eval.failure_mode_table import NOT_COMPUTED, SYSTEM_LABELS, failure_mode_lines
 
 PERPLEXITY = "heldout_perplexity"
-JUDGES = ("fast", "neural")
+JUDGES = ("fast", "neural", "lm", "llm")  # display order of the judges in every table
 # The one flag that is a warning (amber), not a failure (red): the run is too small, nothing is wrong.
 WARNING_FLAGS = ("too_small_to_tell",)
 VERDICT_WORDS = {
@@ -422,6 +422,13 @@ def failure_mode_summary(run: EvalRun) -> list[str]:
     return out
 
 
+def judges_line(run: EvalRun) -> str:
+    """The simulator's paired accuracy under every judge run, e.g. ``fast 0.79 [0.66, 0.92], lm 0.91 [...]``."""
+    body = (run.metrics.get("paired") or {}).get("simulator") or {}
+    parts = [f"{j} {fmt_ci(body[j], 'accuracy')}" for j in JUDGES if isinstance(body.get(j), dict)]
+    return ", ".join(parts) + " (simulator, paired accuracy)" if parts else NOT_COMPUTED
+
+
 def summary_lines(run: EvalRun) -> list[str]:
     """What ``make all`` ends with (each line stands alone)."""
     head = run.headline
@@ -431,6 +438,9 @@ def summary_lines(run: EvalRun) -> list[str]:
         f"verdict:  {verdict_words(head.get('verdict')).upper() if head else NOT_COMPUTED} "
         f"[{status.colour}] ({headline_numbers(head)})",
     ]
+    if head.get("judge_choice"):
+        lines.append(f"judge:    {head['judge_choice']}")
+    lines.append(f"judges:   {judges_line(run)}")
     lines += [f"flag:     {explain_flag(f, run)}" for f in run.flags] or ["flags:    none"]
     lines.append(f"controls: {controls_line(run)}")
     lines.append("failure modes (value [95% CI]; read each against the human value or the human split-half floor):")
@@ -458,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["EvalRun", "EvalRunError", "NOT_COMPUTED", "SYSTEM_LABELS", "PageStatus", "control_checks", "direction",
-           "explain_flag", "find_metric", "fmt", "fmt_band", "fmt_ci", "fmt_mde", "fmt_p", "headline_numbers",
+           "explain_flag", "find_metric", "fmt", "fmt_band", "fmt_ci", "fmt_mde", "fmt_p", "headline_numbers", "judges_line",
            "load_eval_run", "page_status", "summary_lines", "train_run_dir", "verdict_words"]
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 
 from usersim.eval.shard import Shard, merge_rows, merge_turns
 from usersim.eval.simulate import SystemTurns
-from test_eval_end_to_end import tiny_records, write_data_run
+from test_eval_end_to_end import tiny_records, validation_records, write_data_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_two_processes_give_the_samples_and_metrics_of_one(tmp_path):
     from tiny_run import build_tiny_run
 
     records = tiny_records()
-    data_dir = write_data_run(tmp_path / "data", records)
+    data_dir = write_data_run(tmp_path / "data", records, validation_records())
     run_dir = build_tiny_run(tmp_path / "train", records=records, train_steps=3)
     args = ["--config", "configs/eval/smoke.yaml", f"data_dir={data_dir}", f"run_dir={run_dir}",
             "max_items_per_conversation=0", "max_new_tokens=8", "exclude_capped=false", "n_boot=50",

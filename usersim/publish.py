@@ -156,14 +156,14 @@ def data_splits(src: PublishSources) -> list[dict[str, str]]:
 
 
 # Paired accuracy leads the card's model-index: it is the headline number.
-PAIRED_FIRST = ("paired_accuracy", "paired_accuracy_neural")
+PAIRED_FIRST = ("paired_accuracy", "paired_accuracy_neural", "paired_accuracy_lm", "paired_accuracy_llm")
 STATUS_MARKS = {"green": "🟢", "amber": "🟠", "red": "🔴", "neutral": "🔵", "grey": "⚪"}
 
 
 def _result_name(row: dict[str, Any]) -> str:
     name = str(row["name"])
     if name in PAIRED_FIRST:
-        judge = "neural" if name.endswith("_neural") else "fast"
+        judge = name.removeprefix("paired_accuracy").lstrip("_") or "fast"
         return f"paired accuracy vs held-out humans ({judge} judge; 0.5 = indistinguishable)"
     return name
 
