@@ -55,13 +55,26 @@ def test_score_of_real_against_itself_is_at_chance():
     ('{"text": "hi"}', "line 2: missing key(s) ['user_id']"),
     ('{"user_id": "u", "text": ""}', "line 2: \"text\" must be a non-empty string"),
     ('{"user_id": "u", "text": 3}', "line 2: \"text\" must be a non-empty string"),
+    ('{"user_id": "u", "text": "hi", "context": "hello"}', "line 2: \"context\" must be a list"),
+    ('{"user_id": "u", "text": "hi", "context": [{"role": "bot", "text": "x"}]}', "line 2: \"context\" must be a list"),
 ])
 def test_bad_rows_name_the_line(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"user_id": "u", "text": "ok"}\n' + line + "\n", encoding="utf-8")
     with pytest.raises(InputError) as err:
-        read_turns(path)
+        read_turns(path, with_contexts=True)
     assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_context_rows_are_read_into_contexts(tmp_path):
+    path = write_jsonl(tmp_path / "real.jsonl", [
+        {"user_id": "a", "text": "fine thanks", "context": [{"role": "user", "text": "hi"},
+                                                          {"role": "assistant", "text": "how are you?"}]},
+        {"user_id": "b", "text": "hello"}])
+    texts, users, contexts = read_turns(path, with_contexts=True)
+    assert texts == ["fine thanks", "hello"] and users == ["a", "b"]
+    assert contexts[0].previous == "how are you?" and contexts[0].own_previous == "hi"
+    assert contexts[0].history == (("user", "hi"), ("assistant", "how are you?")) and contexts[1].history == ()
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
