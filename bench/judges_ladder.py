@@ -8,7 +8,12 @@ fast, neural and lm judges run the paired test (usersim.eval.paired) against the
 judge reads with the base model loaded once (adapter-free), so every rung is judged by the same LM.
 
     .venv/bin/python -m bench.judges_ladder --data runs/default/data \\
-        --rung base=runs/default/train --rung 18=runs/default/train --rung 200=runs/ladder/step200 ...
+        --rung base=runs/default/train --rung 18=runs/default/train \\
+        --rung 200=runs/ladder/train600/checkpoints/step-00000200 --rung 600=runs/ladder/train600
+
+A rung may be a training checkpoint (``RUN_DIR/checkpoints/step-N``): its adapter is written out as a
+run directory beside it (``step-N-adapter/``, the run's adapter config, tokenizer and base model
+record with the checkpoint's LoRA weights), so one long run gives several rungs.
 
 Writes bench/results/judges_ladder.json and prints one row per (rung, judge).
 """
@@ -20,6 +25,30 @@ import time
 from typing import Any
 
 from bench.harness import format_table, machine_info, write_result
+
+
+def checkpoint_as_run_dir(path: str) -> str:
+    """A train checkpoint dir as a loadable run dir (see the module docstring); a run dir is returned as is."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    ckpt = Path(path)
+    if not (ckpt / "adapter.safetensors").is_file() or (ckpt / "adapter_model.safetensors").is_file():
+        return path
+    run = ckpt.parent.parent
+    out = ckpt.with_name(ckpt.name + "-adapter")
+    out.mkdir(exist_ok=True)
+    for f in run.iterdir():
+        if f.is_file() and f.name != "adapter_model.safetensors" and (f.suffix in (".json", ".yaml") or "token" in f.name):
+            shutil.copy2(f, out / f.name)
+    # checkpoint names are the training module's ("model.base_model.model...lora_A.default.weight"); PEFT's
+    # saved adapter drops the wrapper prefix and the adapter name ("base_model.model...lora_A.weight")
+    state = {k.removeprefix("model.").replace(".default.", "."): v
+             for k, v in load_file(str(ckpt / "adapter.safetensors")).items()}
+    save_file(state, str(out / "adapter_model.safetensors"))
+    return str(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = None
     for spec in args.rung:
         label, run_dir = spec.split("=", 1)
+        run_dir = checkpoint_as_run_dir(run_dir)
         t0 = time.perf_counter()
         sim = UserSimulator.from_pretrained(run_dir, device="cpu", max_prompt_tokens=args.max_prompt_tokens)
         tokenizer = tokenizer or sim.tokenizer
