@@ -46,9 +46,9 @@ from usersim.eval.judge_selection import AUTO, choose_headline_judge, validation
 from usersim.eval.judges import Judge, build_judges, item_context
 from usersim.eval.llm_judge import llm_paired_discrimination
 from usersim.eval.paired import PairedResult, complete_pairs, paired_discrimination
-from usersim.eval.permutation import cluster_robust_interval
 from usersim.eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, Metric, MetricRegistry
 from usersim.eval.shard import current_shard, merge_rows, merge_turns
+from usersim.eval.system_differences import baselines_sentence, system_differences
 from usersim.eval.simulate import SystemTurns, item_condition
 from usersim.eval.style_features import words
 
@@ -468,6 +468,7 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
                                             n_permutations=cfg.n_permutations, show_progress=cfg.show_progress)
             paired[system]["llm"] = llm.to_dict()
             metrics.append(paired_metric(llm, system, Judge("llm", llm.description, None)))
+            res["llm"] = llm  # its pair scores enter the system differences like any judge's
 
     controls: dict[str, Any] = {"paired": {}, "human_vs_human": {}, "flags": [], "description": DESCRIPTIONS}
     flags: list[str] = []
@@ -521,17 +522,10 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
             flags.append(TOO_SMALL_TO_TELL)
     controls["flags"] = flags
 
-    differences: dict[str, Any] = {}
-    if sim_res and results.get(BASE, ({}, []))[0]:
-        (rs, ks), (rb, kb) = results[SIMULATOR], results[BASE]
-        common = sorted(set(ks) & set(kb))
-        pos_s, pos_b = {i: j for j, i in enumerate(ks)}, {i: j for j, i in enumerate(kb)}
-        j = headline_judge
-        d = np.array([rs[j].scores[pos_s[i]] - rb[j].scores[pos_b[i]] for i in common])
-        if d.size:
-            lo, hi = cluster_robust_interval(d, [users[i] for i in common])
-            differences["paired_accuracy"] = {"value": float(d.mean()), "ci_low": lo, "ci_high": hi,
-                                              "n_pairs": int(d.size), "judge": j}
+    differences = system_differences({s: r for s, r in results.items() if r[0]}, users, simulator=SIMULATOR,
+                                     baselines=[BASE, PROMPTED], n_permutations=cfg.n_permutations, seed=cfg.seed)
+    if headline:
+        headline["baselines_sentence"] = baselines_sentence(differences, headline_judge)
     return metrics, paired, controls, headline, differences
 
 
@@ -639,9 +633,9 @@ def main(cfg: EvalConfig) -> Path:
     if not cfg.exclude_capped:
         for t in turns.values():
             t.capped = [False] * len(t.capped)
-    differences: dict[str, Any] = {}
+    ppl_difference: dict[str, Any] = {}
     if ppl_rows:
-        ppl, differences["heldout_perplexity"] = perplexity_section(cfg, ppl_rows)
+        ppl, ppl_difference = perplexity_section(cfg, ppl_rows)
         registry.extend(ppl)
     compared = {s: turns[s].compared() for s in [HUMAN, *systems]}
     ends = {s: turns[s].ends for s in [HUMAN, *systems]}
@@ -654,10 +648,11 @@ def main(cfg: EvalConfig) -> Path:
                 {SIMULATOR: [[compared[SIMULATOR][i], turns[RESAMPLE].texts[i]] for i in both]}, [users[i] for i in both],
                 n_boot=cfg.n_boot, seed=cfg.seed))
     with timed(timings, "discrimination"):
-        metrics, paired, controls, headline, paired_diff = discrimination_section(cfg, items, pool, turns, systems,
+        metrics, paired, controls, headline, differences = discrimination_section(cfg, items, pool, turns, systems,
                                                                                   judges, selection["judge"])
         registry.extend(metrics)
-        differences.update(paired_diff)
+        if ppl_difference:
+            differences.setdefault(f"{SIMULATOR}_minus_{BASE}", {})["heldout_perplexity"] = ppl_difference
     with timed(timings, "statistics"):
         metrics, fm_plots = statistics(items, compared, ends, cfg)
         floor = human_floor(cfg, items, pool, sim.tokenizer)
@@ -677,7 +672,7 @@ def main(cfg: EvalConfig) -> Path:
     if headline:
         headline["judge_choice"] = selection["reason"]
     doc = {"headline": headline, "judge_selection": selection, "metrics": registry.to_list(), "paired": paired,
-           "paired_differences": {"simulator_minus_base": differences}, "controls": controls,
+           "paired_differences": differences, "controls": controls,
            "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
            "git_revision": info["git_revision"], "versions": info["versions"],
            "train_run": train_run_info(Path(cfg.run_dir)), "n_items": len(items), "n_users": len(set(users)),
@@ -687,6 +682,8 @@ def main(cfg: EvalConfig) -> Path:
     print("step timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     if headline:
         print(headline["sentence"] + f" (headline judge: {selection['reason']})")
+        if headline.get("baselines_sentence"):
+            print(headline["baselines_sentence"])
     print(f"controls: {'FLAGGED ' + ', '.join(controls['flags']) if controls['flags'] else 'passed (no flags)'}")
     return out
 

@@ -177,8 +177,9 @@ def paired_difference_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
             continue
         for name, res in body.items():
             if isinstance(res, dict):
+                value = fmt_ci(res) + (f", p = {fmt(res['p_value'])}" if res.get("p_value") is not None else "")
                 rows.append({"comparison": comparison.replace("_minus_", " − ").replace("_", " "), "metric": name,
-                             "value": fmt_ci(res)})
+                             "value": value})
     return rows
 
 
@@ -262,6 +263,7 @@ def headline_context(run: EvalRun) -> dict[str, Any]:
         "system": SYSTEM_LABELS.get(str(head.get("system") or "simulator"), str(head.get("system"))),
         "judge": str(head.get("judge") or "?"),
         "judge_choice": str(head.get("judge_choice") or ""),
+        "baselines_sentence": str(head.get("baselines_sentence") or ""),
         "accuracy": fmt(head.get("accuracy")),
         "ci": fmt_band(head.get("ci_low"), head.get("ci_high")),
         "p": fmt(head.get("p_value")),

@@ -438,6 +438,8 @@ def summary_lines(run: EvalRun) -> list[str]:
         f"verdict:  {verdict_words(head.get('verdict')).upper() if head else NOT_COMPUTED} "
         f"[{status.colour}] ({headline_numbers(head)})",
     ]
+    if head.get("baselines_sentence"):
+        lines.append(f"versus:   {head['baselines_sentence']}")
     if head.get("judge_choice"):
         lines.append(f"judge:    {head['judge_choice']}")
     lines.append(f"judges:   {judges_line(run)}")

@@ -151,6 +151,12 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     assert rows[("paired_accuracy_llm", "simulator")]["n"] == llm["n_pairs"] == doc["paired"]["simulator"]["fast"]["n_pairs"]
     assert len(server.requests) == sum(doc["paired"][s]["llm"]["n_pairs"] for s in ("simulator", "base"))
     assert 0 <= llm["position_first_share"] <= 1
+    # simulator minus each baseline, per judge, on the same items
+    diffs = doc["paired_differences"]["simulator_minus_base"]
+    assert {"paired_accuracy", "paired_accuracy_neural", "paired_accuracy_lm", "paired_accuracy_llm",
+            "heldout_perplexity"} <= set(diffs)
+    assert diffs["paired_accuracy_lm"]["ci_low"] <= diffs["paired_accuracy_lm"]["value"] <= diffs["paired_accuracy_lm"]["ci_high"]
+    assert "against the baselines" in head["baselines_sentence"].lower()
     # the headline judge was chosen on the validation users, before the test items (headline_judge: auto)
     sel = doc["judge_selection"]
     assert sel["split"] == "validation" and sel["judge"] == head["judge"] and sel["judge"] in {"fast", "neural", "lm"}
