@@ -5,10 +5,10 @@ Why: the fast judge sees n-grams and style, the neural judge a frozen sentence e
 and of its neighbours. Both miss a turn that is fluent and human in style but deaf to the context
 (a greeting answering a goodbye, "I love classical music too" answering "I'm not a fan"). A causal
 LM's hidden state at a turn's tokens is computed *from* the conversation before it, so a linear
-probe on it can use how the turn fits what was said, as well as what the turn is. Linear probes on
-LM hidden states are a standard, strong detector of machine-written text (e.g. the probing results
-of Mitchell et al. 2023, "DetectGPT", arXiv:2301.11305, related work; Verma et al. 2024, "Ghostbuster",
-arXiv:2305.15047, which builds its classifier on LM token probabilities).
+probe on it can use how the turn fits what was said, as well as what the turn is. Classifiers built
+on a language model's own view of a text are strong detectors of machine-written text (e.g. Verma et
+al. 2024, "Ghostbuster", arXiv:2305.15047, a linear classifier on features of LM token
+probabilities); measured here on real data in BENCHMARKS.md section 6.
 
 What it computes, per (text, :class:`~usersim.eval.judges.Context`):
 
