@@ -40,8 +40,9 @@ Args:
     seed (int): folds and permutations (default 0).
     with_roc (bool): also return the ROC curve points (`roc`: fpr, tpr), as `usersim discriminate` writes.
 Returns:
-    judge, accuracy (balanced), ci_low, ci_high, p_value, null_low, null_high, null_mean, mde,
-    n_permutations, auc, auc_ci_low, auc_ci_high, auc_p_value, n_real, n_candidate, n_users.
+    judge, accuracy (balanced, debiased by its null's mean), ci_low, ci_high, p_value, null_low, null_high,
+    null_mean, mde, n_permutations, accuracy_raw, auc, auc_raw, auc_ci_low, auc_ci_high, auc_p_value,
+    n_real, n_candidate, n_users.
 Examples:
     >>> metric = evaluate.load("eval/metrics/user_turn_discrimination")
     >>> metric.compute(texts=real + sim, user_ids=real_users + sim_users,
