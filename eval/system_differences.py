@@ -14,7 +14,7 @@ human*. Reported per judge:
 
 The two pair scores of an item come from judges cross-fitted separately for each system, so the
 test treats the scores as given; it does not re-fit. ``more human`` is said only when the CI of the
-headline judge lies entirely below 0 (:func:`baselines_sentence`).
+headline judge lies entirely below 0 and the sign-flip p is below 0.05 (:func:`baselines_sentence`).
 """
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ def baselines_sentence(differences: Mapping[str, Mapping[str, Any]], judge: str,
         if not d or d.get("ci_low") is None or d.get("ci_high") is None:
             continue
         nums = f"{d['value']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p_value']:.2g}"
-        if d["ci_high"] < 0:
+        significant = d.get("p_value") is None or d["p_value"] < 0.05  # CI and sign-flip test must agree
+        if d["ci_high"] < 0 and significant:
             parts.append(f"more human than {label} ({nums})")
-        elif d["ci_low"] > 0:
+        elif d["ci_low"] > 0 and significant:
             parts.append(f"less human than {label} ({nums})")
         else:
             parts.append(f"not shown to differ from {label} ({nums})")

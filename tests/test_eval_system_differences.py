@@ -51,5 +51,8 @@ def test_only_items_both_systems_were_paired_on_count_and_every_shared_judge_is_
     sentence = baselines_sentence({"simulator_minus_base": {"paired_accuracy_lm": {
         "value": -0.3, "ci_low": -0.4, "ci_high": -0.2, "p_value": 0.001}}}, "lm")
     assert "more human than the untuned base" in sentence and "prompted" not in sentence
+    edge = {"simulator_minus_prompted": {"paired_accuracy": {"value": -0.12, "ci_low": -0.24, "ci_high": -0.001,
+                                                             "p_value": 0.11}}}
+    assert "not shown to differ" in baselines_sentence(edge, "fast")  # the CI alone does not decide
     assert "not shown to differ" in baselines_sentence({"simulator_minus_prompted": {"paired_accuracy": {
         "value": -0.1, "ci_low": -0.3, "ci_high": 0.1, "p_value": 0.3}}}, "fast")
