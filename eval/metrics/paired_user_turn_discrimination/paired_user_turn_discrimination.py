@@ -33,7 +33,7 @@ Args:
     previous_turns (list of str): the other side's turn just before ("" = none).
     own_previous_turns (list of str): the user's own previous turn ("" = none).
     user_ids (list of str): the real user of each item; a user's pairs stay in one fold and flip together.
-    judge (str): "fast" (the eval's headline judge, default) or "neural" (MiniLM, offline).
+    judge (str): "fast" (default) or "neural" (MiniLM, offline); the lm judge needs a loaded LM: use usersim eval.
     n_splits (int): cross-fitting folds, grouped by user (default 5).
     n_permutations (int): sign-flip permutations of the null, each an exact refit (default 2000).
     seed (int): folds and permutations (default 0).
@@ -68,7 +68,7 @@ class PairedUserTurnDiscrimination(evaluate.Metric):
         super().add_batch(**columns)
 
     def _compute(self, predictions, references, previous_turns, own_previous_turns, user_ids,
-                 judge=EVAL.headline_judge, n_splits=EVAL.n_splits, n_permutations=EVAL.n_permutations,
+                 judge="fast", n_splits=EVAL.n_splits, n_permutations=EVAL.n_permutations,
                  seed=EVAL.seed):
         judge_fn = judges.build_judges(judge == "neural").get(judge)
         if judge_fn is None:
