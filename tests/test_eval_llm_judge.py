@@ -9,9 +9,8 @@ failed requests score 1/2 and are counted, and the key never leaks.
 import json
 import random
 import re
-import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from local_chat_server import LocalChatServer, chat_payload, no_proxy_for_localhost
 
 import numpy as np
 import pytest
@@ -31,60 +30,28 @@ CANDIDATE = re.compile(r"Candidate ([12]):\n<<<\n(.*?)\n>>>", re.S)
 # ----------------------------------------------------------------------------- a judge server on 127.0.0.1
 
 
-class JudgeServer:
-    """An OpenAI-style chat-completions server in a thread. ``decide(body, first, second)`` returns the
-    answer text, or ``(status, text)`` for an error status; ``first``/``second`` are the candidates as shown."""
+class JudgeServer(LocalChatServer):
+    """A judge behind a chat-completions server. ``decide(body, first, second)`` returns the answer text, or
+    ``(status, text)`` for an error status; ``first``/``second`` are the candidates as shown."""
 
     def __init__(self, decide):
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        server = self
+        def respond(body, n):
+            shown = dict(CANDIDATE.findall(body["messages"][-1]["content"]))
+            out = decide(body, shown["1"], shown["2"])
+            status, text = out if isinstance(out, tuple) else (200, out)
+            if status != 200:  # a real API may quote (part of) the key back
+                return status, {"error": {"message": f"Incorrect API key provided: {SECRET}"}}
+            return 200, chat_payload(body["model"], text)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                            "body": body})
-                shown = dict(CANDIDATE.findall(body["messages"][-1]["content"]))
-                out = decide(body, shown["1"], shown["2"])
-                status, text = out if isinstance(out, tuple) else (200, out)
-                if status != 200:  # a real API may quote (part of) the key back
-                    payload = {"error": {"message": f"Incorrect API key provided: {SECRET}"}}
-                else:
-                    payload = {"id": "x", "object": "chat.completion", "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant", "content": text}}]}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(respond)
 
     def config(self, **kw) -> LLMJudgeConfig:
         return LLMJudgeConfig(endpoint=self.url, endpoint_model="judge-test", **{"concurrency": 4, **kw})
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture(autouse=True)
 def _no_proxy_for_localhost(monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    no_proxy_for_localhost(monkeypatch)
     monkeypatch.setattr(prompted, "RETRY_WAITS_S", (0.0, 0.0))
 
 

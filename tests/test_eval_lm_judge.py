@@ -67,7 +67,7 @@ def test_transcript_names_the_sides_and_keeps_the_last_turns():
     assert transcript(Context(), 6, 600) == ""
 
 
-def test_features_do_not_look_at_labels_and_cache_per_context_and_text():
+def test_context_changes_a_turns_features_and_features_are_cached_per_context_and_text():
     model, tok = tiny_model("llama"), CharTokenizer()
     judge = lm_judge(model, tok)
     ctx_a, ctx_b = Context("a?", ""), Context("b?", "")

@@ -3,13 +3,11 @@
 import dataclasses
 import importlib.util
 import inspect
-import json
 import logging
 import os
 import shutil
-import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from local_chat_server import LocalChatServer, chat_payload, no_proxy_for_localhost
 from pathlib import Path
 
 import pytest
@@ -186,56 +184,24 @@ def test_a_model_without_chat_template_is_refused(tmp_path, tiny_chat_model):
 # ----------------------------------------------------------------------------- an endpoint on 127.0.0.1
 
 
-class _ChatServer:
-    """A canned OpenAI-style chat-completions server in a thread; ``status_for(call number)`` = HTTP status."""
+class _ChatServer(LocalChatServer):
+    """A canned chat-completions server; ``status_for(call number)`` = HTTP status."""
 
     def __init__(self, status_for=lambda n: 200):
-        self.requests: list[dict] = []
-        self.status_for = status_for
-        server = self
+        def respond(body, n):
+            status = status_for(n)
+            if status != 200:  # a real API may quote (part of) the key back
+                return status, {"error": {"message": f"Incorrect API key provided: {SECRET}"}}
+            last = body["messages"][-1]["content"]
+            content = "###STOP###" if "bye" in last else f"you said: {last}"
+            return 200, chat_payload(body["model"], content, "length" if "long" in last else "stop")
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep the test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                status = server.status_for(len(server.requests))
-                if status != 200:  # a real API may quote (part of) the key back
-                    payload = {"error": {"message": f"Incorrect API key provided: {SECRET}"}}
-                else:
-                    last = body["messages"][-1]["content"]
-                    content = "###STOP###" if "bye" in last else f"you said: {last}"
-                    finish = "length" if "long" in last else "stop"
-                    payload = {"id": "x", "object": "chat.completion", "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": finish,
-                                            "message": {"role": "assistant", "content": content}}],
-                               "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(respond)
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy_for_localhost(monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    no_proxy_for_localhost(monkeypatch)
 
 
 def _endpoint_items():
