@@ -1,6 +1,7 @@
 # usersim: every stage is a make target; stages chain by paths under runs/$(PROFILE)/.
 #   make all              data -> train -> eval -> report on the embedded default (chitchat, Gemma-3-270M base)
 #   make all PROFILE=smoke  the same with a tiny random-initialised model (about a minute)
+#   make all PROFILE=quality  8x the training tokens, eval at >= 400 pairs (about 2 hours on 2 cores)
 #   make test             the test suite (what CI runs)
 PROFILE ?= default
 RUNS := runs/$(PROFILE)
@@ -16,6 +17,12 @@ DATA_CONFIG ?= configs/data/smoke.yaml
 TRAIN_CONFIG ?= configs/train/smoke.yaml
 EVAL_CONFIG ?= configs/eval/smoke.yaml
 RL_CONFIG ?= configs/rl/smoke.yaml
+else ifeq ($(PROFILE),quality)
+# the most CPU buys in about 2 hours: 8x the default's training tokens, evaluated at >= 400 pairs
+DATA_CONFIG ?= configs/data/chitchat.yaml
+TRAIN_CONFIG ?= configs/train/gemma-270m-quality.yaml
+EVAL_CONFIG ?= configs/eval/quality.yaml
+RL_CONFIG ?= configs/rl/default.yaml
 else
 DATA_CONFIG ?= configs/data/chitchat.yaml
 TRAIN_CONFIG ?= configs/train/gemma-270m.yaml
@@ -23,9 +30,13 @@ EVAL_CONFIG ?= configs/eval/default.yaml
 RL_CONFIG ?= configs/rl/default.yaml
 endif
 ACCELERATE_CONFIG ?= configs/accelerate/single.yaml
+# torch threads of each training process: accelerate launch otherwise exports OMP_NUM_THREADS=1 (its default
+# when the config does not say use_cpu), which halves CPU training speed. With several processes on one
+# CPU machine, set it to cores / processes.
+TRAIN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 REPO_ID ?= your-org/usersim-$(PROFILE)
 
-.PHONY: setup all data train eval report publish chat show rl test bench clean
+.PHONY: setup all data train decoding eval report curve publish chat show rl test bench clean
 
 setup: $(STAMP)
 
@@ -46,10 +57,15 @@ data: $(STAMP)
 	$(USERSIM) data --config $(DATA_CONFIG) --output_dir $(RUNS)/data
 
 train: data
-	$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) -m usersim.train.main \
+	$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(TRAIN_THREADS) \
+		-m usersim.train.main \
 		--config $(TRAIN_CONFIG) --output_dir $(RUNS)/train data_dir=$(RUNS)/data
 
-eval: train
+# temperature / top-p and the end decision, chosen on validation users, written beside the adapter
+decoding: train
+	$(USERSIM) decoding --config $(EVAL_CONFIG) data_dir=$(RUNS)/data run_dir=$(RUNS)/train
+
+eval: decoding
 	$(USERSIM) eval --config $(EVAL_CONFIG) --output_dir $(RUNS)/eval \
 		data_dir=$(RUNS)/data run_dir=$(RUNS)/train
 
@@ -68,6 +84,14 @@ show: $(STAMP)
 # GRPO on an assistant policy against the trained simulator (after make all / make train); see README "Use the simulator in RL".
 rl: $(STAMP)
 	$(USERSIM) rl --config $(RL_CONFIG) --output_dir $(RUNS)/rl simulator_run=$(RUNS)/train data_dir=$(RUNS)/data
+
+# The learning curve (bench/curve.py): the default recipe at each budget of CURVE_STEPS optimizer steps
+# (512 tokens each; 72 = the default) plus the untuned base, every point on the same held-out items;
+# writes bench/results/curve.json and curve.png. Points already run are reused (stop and resume at will).
+# On 2 CPU cores a 288-step point takes ~25 min and 1152 ~70 min: see BENCHMARKS.md for what ran.
+CURVE_STEPS ?= 18,72,288,1152,4608
+curve: data
+	$(PY) -m bench.curve --steps $(CURVE_STEPS) --data $(RUNS)/data --runs $(RUNS)/curve
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

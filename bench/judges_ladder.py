@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from usersim.eval.judges import build_judges, item_context
     from usersim.eval.lm_judge import LMJudgeConfig, lm_judge, load_judge_lm
-    from usersim.eval.main import select_items
+    from usersim.eval.items import select_items
     from usersim.eval.paired import complete_pairs, paired_discrimination
     from usersim.eval.simulate import SystemTurns, generate_turns
     from usersim.simulator import UserSimulator

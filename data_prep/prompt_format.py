@@ -144,6 +144,11 @@ def is_end_of_conversation(generated: str) -> bool:
     return generated.strip().startswith(END_OF_CONVERSATION)
 
 
+def end_of_conversation_ids(tokenizer: Any) -> list[int]:
+    """The token ids the model is trained to write after the user marker to end a conversation (EOS included)."""
+    return tokenize_segments([Segment(END_OF_CONVERSATION, supervised=True, eos=True)], tokenizer, add_bos=False)[0]
+
+
 def _tokenize_units(units: Sequence[Sequence[Segment]], tokenizer: Any,
                     add_bos: bool = True) -> list[tuple[list[int], list[int]]]:
     """(ids, labels) per unit; BOS opens the first unit. One batched tokenizer call, segment by segment."""

@@ -33,8 +33,13 @@ class EvalConfig:
     exclude_capped: bool = True
     batch_size: int = 16  # generation batch size
     do_sample: bool = True  # sample (True) or greedy decode (False)
-    temperature: float = 1.0  # sampling temperature
-    top_p: float = 0.95  # nucleus sampling
+    # "run": the simulator decodes as its train run's decoding.json says (temperature, top_p, end_bias, chosen on
+    # validation users by `usersim decoding`), falling back to the two keys below; "config": the two keys below
+    # and no explicit end decision. The untuned base always decodes with the resolved temperature / top_p and
+    # ends only by writing the end marker itself.
+    decoding: str = "run"
+    temperature: float = 1.0  # sampling temperature (when decoding.json does not set one)
+    top_p: float = 0.95  # nucleus sampling (when decoding.json does not set one)
     device: str = ""  # "" = cuda if available else cpu
     dtype: str = ""  # "" = float32 on CPU, bfloat16 on GPU (runtime default); or float32/bfloat16/float16
     # prompts longer than this drop their oldest whole turns (the condition header always stays)
@@ -83,5 +88,16 @@ class EvalConfig:
 
     # the prompted baseline: an instruct model told to act as the user (usersim.eval.prompted; model "" = skip)
     prompted: PromptedConfig = field(default_factory=PromptedConfig)
+
+    # `usersim decoding` (usersim.eval.decoding_choice): the simulator's decoding chosen on held-out users of
+    # decoding_split (never the eval's split) and written to the train run's decoding.json
+    decoding_split: str = "validation"
+    decoding_items: int = 64  # items (one per conversation) the candidates are sampled and judged on
+    # [temperature, top_p] candidates; the one the decoding_judge tells apart from the humans least is chosen
+    # (ties: the first listed). Candidates that share a top_p share one prefill per item.
+    decoding_candidates: list[list[float]] = field(default_factory=lambda: [[1.0, 0.95], [0.85, 0.95], [0.7, 0.95]])
+    decoding_judge: str = "fast"  # fast or neural: refitted per candidate, so it must be cheap
+    # calibrate end_bias so the simulator's end rate on those items matches the humans' (false: no end decision)
+    decoding_end_calibration: bool = True
 
     show_progress: bool = True  # tqdm progress bars

@@ -52,7 +52,10 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
     FailureMode("diversity", "lack of diversity", "says much the same thing every time",
                 ("sample_self_similarity", "lexical_diversity_mattr_abs_diff")),
     FailureMode("never_leaves", "never wants to leave", "does not end the conversation when a person would",
-                ("end_rate", "end_f1")),
+                ("end_rate", "end_f1", "end_auc")),
+    FailureMode("artefacts", "not something a person types",
+                "control or unused tokens, leaks of the prompt format, document scaffolding such as [Story]",
+                ("artefact_rate",)),
 )
 
 

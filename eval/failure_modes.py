@@ -19,7 +19,13 @@ which calibrates the heuristic's own false-positive rate.
   with a question the user already asked in the history *and* that an assistant turn followed.
 * sample diversity — distinct-1/2 and mean pairwise n-gram Jaccard among several samples of one
   prompt.
-* ending           — precision/recall/F1 of the system's ends against the real ends on the same items.
+* ending           — precision/recall/F1 of the system's ends against the real ends on the same items;
+  for a system that decided its ends explicitly (usersim.engine.EndControl), the AUC of its end
+  probability at the items where the real user ended against the other items.
+* artefacts        — the turn holds a control/unused token (usersim.engine.CONTROL_TOKEN) or a replacement
+  character, leaks the prompt format (the condition header's field labels, ``[Conversation]``, the end
+  marker inside a turn, a speaker marker opening a line), or opens a line with document scaffolding
+  (a bracketed tag such as ``[Story]`` or a markdown heading): :func:`artefact_reason`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from usersim.data_prep.prompt_format import ASSISTANT_MARKER, CONVERSATION_HEADER, END_OF_CONVERSATION, USER_MARKER
 from usersim.data_prep.style import sentences, style_buckets, words
+from usersim.engine import CONTROL_TOKEN
 from usersim.eval.behaviour import distinct_n, mean_pairwise, pairwise_jaccard_matrix
 from usersim.eval.bootstrap import bootstrap_by_user
 from usersim.eval.registry import HUMAN, Metric
@@ -48,6 +56,32 @@ ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in 
     r"\byou can (use|try|also)\b", r"\bthere are (several|many|a few|various) (ways|options|things|factors)\b",
 ))
 LIST_LINE_RE = re.compile(r"^\s*(\d+[.)]|[-*•])\s+\S", re.MULTILINE)
+# the condition header's field labels (usersim.data_prep.prompt_format.render_condition) and speaker markers
+FORMAT_LINE_RE = re.compile(r"^\s*(Persona|Goal|Style|Knows and may reveal|Wants to find out|"
+                            + "|".join(re.escape(m.strip().rstrip(":")) for m in (USER_MARKER, ASSISTANT_MARKER))
+                            + r"):", re.MULTILINE)
+SCAFFOLD_LINE_RE = re.compile(r"^\s*(\[[A-Z][A-Za-z0-9]*(?: [A-Za-z0-9]+){0,3}\]|#{1,6} \S)", re.MULTILINE)
+
+
+def artefact_reason(text: str) -> str | None:
+    """Why a turn is not something a person types into a chat box (see the module doc), or None."""
+    if CONTROL_TOKEN.search(text) or "\ufffd" in text:
+        return "control_token"
+    if CONVERSATION_HEADER in text or END_OF_CONVERSATION in text or FORMAT_LINE_RE.search(text):
+        return "format_leak"
+    if SCAFFOLD_LINE_RE.search(text):
+        return "document_scaffolding"
+    return None
+
+
+def end_auc(scores: Sequence[float], real: Sequence[bool]) -> float:
+    """P(score at a real end > score elsewhere), ties 1/2 (Mann-Whitney); NaN without both kinds of item."""
+    s, r = np.asarray(scores, float), np.asarray(real, bool)
+    pos, neg = s[r], s[~r]
+    if not pos.size or not neg.size:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (pos.size * neg.size))
 
 
 # ---------------------------------------------------------------- pure per-turn heuristics
@@ -200,6 +234,7 @@ def failure_mode_metrics(
     texts: dict[str, Sequence[str | None]],
     ends: dict[str, Sequence[bool]],
     *,
+    end_scores: dict[str, Sequence[float | None]] | None = None,
     late_turn: int = 3,
     max_turn: int = 10,
     n_boot: int = 1000,
@@ -208,7 +243,8 @@ def failure_mode_metrics(
     """Failure-mode metrics and their plot data.
 
     ``texts``/``ends`` map system -> aligned per-item turn text (None when the turn ended the
-    conversation) / end flag; they must include ``human`` (the real turns).
+    conversation) / end flag; they must include ``human`` (the real turns). ``end_scores``: system ->
+    per-item log end probability of an explicit end decision (None where there was none).
     """
     users = [str(it["user_id"]) for it in items]
     tix = np.asarray([int(it["turn_index"]) for it in items])
@@ -269,8 +305,22 @@ def failure_mode_metrics(
                               None, f"style mismatch at turn_index >= {late_turn} minus before (persona drift); "
                               "match the human value"))
 
+    art = {s: [float("nan") if t is None else float(artefact_reason(t) is not None) for t in ts]
+           for s, ts in texts.items()}
+    metrics += _rate_metrics("artefact_rate", "share of turns with a control/unused token, a leak of the prompt "
+                             "format or document scaffolding (a [Tag] or # heading opening a line)", art, users,
+                             hib=False, n_boot=n_boot, seed=seed)
+
     # Ending precision / recall / F1.
     real = np.asarray(ends[HUMAN], bool)
+    for s, scores in (end_scores or {}).items():
+        if s == HUMAN or any(v is None for v in scores):
+            continue
+        sc = np.asarray(scores, float)
+        v, lo, hi = bootstrap_by_user(users, lambda ix, sc=sc: end_auc(sc[ix], real[ix]), n_boot=n_boot, seed=seed)
+        metrics.append(Metric("end_auc", s, "failure_mode", v, lo, hi, len(sc), True, None, None,
+                              "AUC of the system's end probability at the items where the real user ended "
+                              "against the others (0.5 = no idea when people end)"))
     for s, e in ends.items():
         if s == HUMAN:
             continue

@@ -97,7 +97,7 @@ class LMFeaturiser:
     def _group_features(self, context: Context, texts: list[str]) -> list[np.ndarray]:
         import torch
 
-        from usersim.simulator import cache_kwarg, cache_of
+        from usersim.engine import cache_kwarg, cache_of
 
         model = self.model
         kw = cache_kwarg(model)

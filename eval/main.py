@@ -42,6 +42,7 @@ from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS
                                    control_verdict, judge_alpha, same_user_other_turns, split_users)
 from usersim.eval.discriminators import discriminate
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
+from usersim.eval.items import select_items
 from usersim.eval.judge_selection import AUTO, choose_headline_judge, validation_judge_scores
 from usersim.eval.judges import Judge, build_judges, item_context
 from usersim.eval.llm_judge import llm_paired_discrimination
@@ -61,34 +62,6 @@ JUDGE_PREFERENCE = ("lm", "neural", "fast")
 
 
 # ----------------------------------------------------------------------------- pure helpers
-def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int, per_conversation: int = 0,
-                 exclude_users: set[str] | None = None) -> list[dict[str, Any]]:
-    """Seeded sample of held-out items, drawn by conversation, item order kept.
-
-    Conversations are taken in a seeded random order until ``max_items`` items (0 = all); of each
-    conversation at most ``per_conversation`` items (0 = all) are kept, chosen at random, so a long
-    conversation does not eat the budget and more users are seen. ``exclude_users``: users whose
-    items are never picked (the human floor's second group is disjoint from the first).
-    """
-    rng = random.Random(seed)
-    by_conv: dict[str, list[int]] = {}
-    for i, it in enumerate(items):
-        if exclude_users and str(it["user_id"]) in exclude_users:
-            continue
-        by_conv.setdefault(it["conversation_id"], []).append(i)
-    convs = sorted(by_conv)
-    rng.shuffle(convs)
-    chosen: list[int] = []
-    for c in convs:
-        if max_items > 0 and len(chosen) >= max_items:
-            break
-        idx = by_conv[c]
-        if 0 < per_conversation < len(idx):
-            idx = rng.sample(idx, per_conversation)
-        chosen.extend(idx)
-    return [items[i] for i in sorted(chosen)]
-
-
 def leaking_items(items: Sequence[dict[str, Any]]) -> list[str]:
     """Ids of items whose condition holds a 4-word span of the very turn to be predicted."""
     return [it["id"] for it in items if not it["target_is_end"]
@@ -284,15 +257,17 @@ def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict
     gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
                do_sample=cfg.do_sample, top_p=cfg.top_p)
     out = {HUMAN: SystemTurns.human(items)}
+    end_bias = sim_end_bias(cfg, sim)
     # the simulator and the controls' two extra samples share each prompt: one prefill, three samples
     family = [(SIMULATOR, cfg.temperature)] + ([(RESAMPLE, cfg.temperature), (HOT, cfg.hot_temperature)]
                                                 if cfg.controls else [])
     rows = generate_turns(sim, items, use_adapter=True, seed=cfg.seed, num_samples=len(family),
-                          temperatures=[t for _, t in family], **gen)
+                          temperatures=[t for _, t in family], end_bias=end_bias, **gen)
     for k, (system, _) in enumerate(family):
         out[system] = SystemTurns.from_turns([row[k] for row in rows])
     out[BASE] = SystemTurns.from_turns([row[0] for row in generate_turns(sim, items, use_adapter=False, seed=cfg.seed,
-                                                                          temperature=cfg.temperature, **gen)])
+                                                                          temperature=cfg.temperature, end_bias=None,
+                                                                          **gen)])
     if cfg.prompted.model or cfg.prompted.endpoint:
         from usersim.eval.prompted import generate_prompted_turns
 
@@ -300,6 +275,24 @@ def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict
             cfg.prompted, items, seed=cfg.seed, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
             show_progress=cfg.show_progress))
     return out
+
+
+def resolve_decoding(cfg: EvalConfig, sim: Any) -> tuple[EvalConfig, dict[str, Any]]:
+    """The config with the simulator's temperature / top_p resolved (``decoding: run`` reads the train run's
+    decoding.json), and what metrics.json["decoding"] records."""
+    if cfg.decoding not in ("run", "config"):
+        raise ValueError(f"decoding={cfg.decoding!r}: use run (the train run's decoding.json) or config")
+    chosen = dict(sim.decoding) if cfg.decoding == "run" else {}
+    resolved = dataclasses.replace(cfg, temperature=float(chosen.get("temperature", cfg.temperature)),
+                                   top_p=float(chosen.get("top_p", cfg.top_p)))
+    source = "decoding.json" if chosen else "eval config"
+    return resolved, {"source": source, "temperature": resolved.temperature, "top_p": resolved.top_p,
+                      "end_bias": chosen.get("end_bias")}
+
+
+def sim_end_bias(cfg: EvalConfig, sim: Any) -> float | None:
+    """The simulator's explicit end decision in this eval (None: it ends only by writing the marker)."""
+    return sim.decoding.get("end_bias") if cfg.decoding == "run" else None
 
 
 def perplexity_records(cfg: EvalConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -335,6 +328,7 @@ def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, An
 
     gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
                do_sample=cfg.do_sample, top_p=cfg.top_p, temperature=cfg.temperature)
+    sim_bias = sim_end_bias(cfg, sim)
     users = [str(it["user_id"]) for it in items]
     text_items = [i for i, t in enumerate(turns[HUMAN].texts) if t is not None]
     rng = random.Random(cfg.seed)
@@ -344,7 +338,8 @@ def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, An
         samples = {}
         for system, use_adapter in ((SIMULATOR, True), (BASE, False)):
             rows = generate_turns(sim, [items[i] for i in picks], use_adapter=use_adapter,
-                                  num_samples=cfg.num_diversity_samples, seed=cfg.seed + 3, **gen)
+                                  num_samples=cfg.num_diversity_samples, seed=cfg.seed + 3,
+                                  end_bias=sim_bias if use_adapter else None, **gen)
             samples[system] = [[t.text for t in row] for row in rows]
         out += sample_diversity_metrics(samples, [users[i] for i in picks], n_boot=cfg.n_boot, seed=cfg.seed)
     if cfg.controllability_items > 0:
@@ -355,7 +350,7 @@ def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, An
             return out
         swapped = swapped_conditions(ctl_items, cfg.seed)
         swapped_turns = SystemTurns.from_turns([t[0] for t in generate_turns(sim, ctl_items, conditions=swapped,
-                                                                            seed=cfg.seed, **gen)]
+                                                                            seed=cfg.seed, end_bias=sim_bias, **gen)]
                                                ).at_budget(sim.tokenizer, cfg.max_new_tokens, capped_at_budget=True)
         out += controllability_metrics(ctl_items, [turns[HUMAN].texts[i] for i in picks],
                                        [turns[SIMULATOR].compared()[i] for i in picks], swapped_turns.compared(),
@@ -418,7 +413,7 @@ def select_headline_judge(cfg: EvalConfig, sim: Any, judges: dict[str, Judge]) -
     items = select_items(pool, cfg.judge_selection_items, cfg.seed + 11, 1)
     rows = generate_turns(sim, items, use_adapter=True, seed=cfg.seed + 11, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress, do_sample=cfg.do_sample,
-                          top_p=cfg.top_p, temperature=cfg.temperature)
+                          top_p=cfg.top_p, temperature=cfg.temperature, end_bias=sim_end_bias(cfg, sim))
     sim_turns = SystemTurns.from_turns([r[0] for r in rows]).at_budget(sim.tokenizer, cfg.max_new_tokens,
                                                                         capped_at_budget=True)
     scores = validation_judge_scores(judges, items, sim_turns.texts, sim_turns.capped, pool, n_splits=cfg.n_splits,
@@ -529,7 +524,8 @@ def discrimination_section(cfg: EvalConfig, items: list[dict[str, Any]], pool: l
     return metrics, paired, controls, headline, differences
 
 
-def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[str, list], cfg: EvalConfig):
+def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[str, list], cfg: EvalConfig,
+               end_scores: dict[str, list] | None = None):
     users = [str(it["user_id"]) for it in items]
     turn_indices = [int(it["turn_index"]) for it in items]
     others = {s: t for s, t in texts.items() if s != HUMAN}
@@ -537,7 +533,8 @@ def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[s
     metrics = behaviour_metrics(texts[HUMAN], others, users, **boot)
     metrics += first_turn_diversity_metrics(texts[HUMAN], others, users, turn_indices, **boot)
     metrics += ending_metrics(ends[HUMAN], {s: e for s, e in ends.items() if s != HUMAN}, users, turn_indices, **boot)
-    fm, fm_plots = failure_mode_metrics(items, texts, ends, late_turn=cfg.late_turn, max_turn=cfg.max_turn, **boot)
+    fm, fm_plots = failure_mode_metrics(items, texts, ends, end_scores=end_scores, late_turn=cfg.late_turn,
+                                        max_turn=cfg.max_turn, **boot)
     return metrics + fm, fm_plots
 
 
@@ -595,6 +592,10 @@ def main(cfg: EvalConfig) -> Path:
                                         dtype=cfg.dtype or None, trust_remote_code=cfg.trust_remote_code,
                                         max_prompt_tokens=cfg.max_prompt_tokens)
     registry, timings = MetricRegistry(), {}
+    cfg, decoding = resolve_decoding(cfg, sim)
+    if shard.is_main:
+        print(f"[usersim eval] simulator decoding ({decoding['source']}): temperature {decoding['temperature']}, "
+              f"top_p {decoding['top_p']}, end_bias {decoding['end_bias']}")
     judges = eval_judges(cfg, sim)
     selection: dict[str, Any] = {}
     if shard.is_main:
@@ -654,7 +655,7 @@ def main(cfg: EvalConfig) -> Path:
         if ppl_difference:
             differences.setdefault(f"{SIMULATOR}_minus_{BASE}", {})["heldout_perplexity"] = ppl_difference
     with timed(timings, "statistics"):
-        metrics, fm_plots = statistics(items, compared, ends, cfg)
+        metrics, fm_plots = statistics(items, compared, ends, cfg, {s: turns[s].end_logprobs for s in systems})
         floor = human_floor(cfg, items, pool, sim.tokenizer)
         for m in metrics:  # a distance is read against the distance between two groups of humans
             if m.system != HUMAN and m.human_reference == 0.0 and m.name in floor:
@@ -671,7 +672,7 @@ def main(cfg: EvalConfig) -> Path:
     (out / "plots.json").write_text(json.dumps(json_safe(plots), ensure_ascii=False), encoding="utf-8")
     if headline:
         headline["judge_choice"] = selection["reason"]
-    doc = {"headline": headline, "judge_selection": selection, "metrics": registry.to_list(), "paired": paired,
+    doc = {"headline": headline, "judge_selection": selection, "decoding": decoding, "metrics": registry.to_list(), "paired": paired,
            "paired_differences": differences, "controls": controls,
            "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
            "git_revision": info["git_revision"], "versions": info["versions"],

@@ -34,7 +34,7 @@ An instruct model is welcome here and only here: the train stage keeps refusing 
 
 Determinism: items are generated longest prompt first in batches and put back in item order.
 Greedy decoding (``temperature: 0``) is deterministic. When sampling, each row draws from its own
-generator seeded by ``derive_seed(seed, "prompted", item id)`` (``usersim.simulator.RowwiseSampler``),
+generator seeded by ``derive_seed(seed, "prompted", item id)`` (``usersim.engine.RowwiseSampler``),
 so a row's text does not depend on its batch; endpoints get the same per-item seed as ``seed``.
 """
 
@@ -292,15 +292,17 @@ def _generate_local(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed
                     trust_remote_code: bool, show_progress: bool) -> list[SimulatorTurn]:
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, LogitsProcessorList
+    from transformers import GenerationConfig, LogitsProcessorList, SuppressTokensLogitsProcessor
 
+    from usersim.engine import RowwiseSampler, control_token_ids, left_pad
     from usersim.eval.simulate import length_order
-    from usersim.simulator import RowwiseSampler, left_pad
 
     model, tok = load_prompted_model(cfg.model, device, trust_remote_code)
     prompts = [chat_prompt_ids(tok, prompted_messages(it, cfg.system_prompt), cfg.max_prompt_tokens) for it in items]
     seeds = [_item_seed(seed, it, i) for i, it in enumerate(items)]
     eos = _eos_ids(tok, model)
+    # special / control / unused tokens are never typed by a user (the chat template's end-of-turn ids stay)
+    banned = sorted(set(control_token_ids(tok)) - set(eos))
     greedy = cfg.temperature == 0
     # A fresh config: the checkpoint's own generation defaults (sampling, repetition penalty) must not leak in.
     config = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, use_cache=True, temperature=1.0,
@@ -312,8 +314,8 @@ def _generate_local(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed
     dev = next(model.parameters()).device
     for batch in tqdm(batches, desc="simulate (prompted)", disable=not show_progress, unit="batch"):
         ids, mask = left_pad([prompts[i] for i in batch], tok.pad_token_id)
-        processors = LogitsProcessorList([] if greedy else [
-            RowwiseSampler([seeds[i] for i in batch], temperature=cfg.temperature, top_p=cfg.top_p)])
+        processors = LogitsProcessorList([SuppressTokensLogitsProcessor(banned, device=dev)] + ([] if greedy else [
+            RowwiseSampler([seeds[i] for i in batch], temperature=cfg.temperature, top_p=cfg.top_p)]))
         with torch.inference_mode():
             gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), generation_config=config,
                                  logits_processor=processors)

@@ -38,15 +38,19 @@ class SystemTurns:
     ends: list[bool]
     capped: list[bool]
     cut: list[bool] = field(default_factory=list)
+    # log P(end marker) of the explicit end decision per item (None where the system made none)
+    end_logprobs: list[float | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.cut:
             self.cut = [False] * len(self.texts)
+        if not self.end_logprobs:
+            self.end_logprobs = [None] * len(self.texts)
 
     @classmethod
     def from_turns(cls, turns: Sequence[SimulatorTurn]) -> "SystemTurns":
         return cls([None if t.ends_conversation else t.text for t in turns], [bool(t.ends_conversation) for t in turns],
-                   [bool(t.hit_cap) for t in turns])
+                   [bool(t.hit_cap) for t in turns], end_logprobs=[getattr(t, "end_logprob", None) for t in turns])
 
     @classmethod
     def human(cls, items: Sequence[Mapping[str, Any]]) -> "SystemTurns":
@@ -76,7 +80,7 @@ class SystemTurns:
                 texts.append(text)
                 capped.append(cap and not capped_at_budget)
                 cut.append(cap and capped_at_budget)
-        return SystemTurns(texts, list(self.ends), capped, cut)
+        return SystemTurns(texts, list(self.ends), capped, cut, list(self.end_logprobs))
 
     def compared(self) -> list[str | None]:
         """Texts as the statistics see them: capped and empty turns left out (None)."""

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # tiny_run lives beside the test
 from usersim.data_prep.records import per_turn_items  # noqa: E402
 from usersim.data_prep.stage_config import load_config  # noqa: E402
 from usersim.eval.config import EvalConfig  # noqa: E402
-from usersim.eval.main import aligned_curves, cli, format_table, select_items  # noqa: E402
+from usersim.eval.items import select_items  # noqa: E402
+from usersim.eval.main import aligned_curves, cli, format_table  # noqa: E402
 from usersim.eval.registry import Metric  # noqa: E402
 from metrics_contract import validate_metrics_json  # noqa: E402
 
@@ -205,3 +206,43 @@ def test_eval_fails_clearly_without_a_data_run(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="usersim data"):
         load_held_out(EvalConfig(data_dir=str(tmp_path / "nope")))
+
+
+def test_decoding_is_chosen_on_validation_users_and_used_by_eval(tmp_path):
+    """`usersim decoding` writes decoding.json beside the adapter (candidates judged on validation users, the
+    end bias calibrated to their end rate); `usersim eval` then decodes the simulator that way."""
+    import torch
+
+    from tiny_run import build_tiny_run
+    from usersim.eval.decoding_choice import cli as decoding_cli, expected_end_rate
+    from usersim.simulator import UserSimulator
+
+    torch.set_num_threads(1)
+    records = tiny_records()
+    data_dir = write_data_run(tmp_path / "data", records, validation_records())
+    run_dir = build_tiny_run(tmp_path / "train", records=records, train_steps=3)
+    common = [f"data_dir={data_dir}", f"run_dir={run_dir}", "max_new_tokens=8", "show_progress=false",
+              "neural_discriminator=false", "lm_judge=false", "n_permutations=50", "n_boot=50"]
+    assert decoding_cli(["--config", str(ROOT / "configs/eval/smoke.yaml"), *common, "decoding_items=0",
+                         "decoding_candidates=[[1.0,0.95],[0.5,0.9]]"]) == 0
+    doc = json.loads((Path(run_dir) / "decoding.json").read_text())
+    assert doc["split"] == "validation" and doc["n_users"] >= 2
+    assert [(c["temperature"], c["top_p"]) for c in doc["candidates"]] == [(1.0, 0.95), (0.5, 0.9)]
+    best = min(doc["candidates"], key=lambda c: c["accuracy"])
+    assert (doc["chosen"]["temperature"], doc["chosen"]["top_p"]) == (best["temperature"], best["top_p"])
+    n_val = len(validation_records())
+    assert doc["end"]["human_items"] == n_val  # one item per validation conversation
+    assert doc["end"]["human_rate"] == sum(r["end_of_conversation"] for r in validation_records()) / n_val
+    assert isinstance(doc["chosen"]["end_bias"], float)
+    assert doc["end"]["expected_rate"] == expected_end_rate([0.0], 0.0) or doc["end"]["expected_rate"] >= 0
+    assert UserSimulator.from_pretrained(run_dir).decoding == doc["chosen"]
+
+    out = tmp_path / "eval"
+    assert cli(["--config", str(ROOT / "configs/eval/smoke.yaml"), "--output_dir", str(out), *common,
+                "headline_judge=fast", "controls=false", "diversity_prompts=0", "controllability_items=0",
+                "perplexity=false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["decoding"] == {"source": "decoding.json", **doc["chosen"]}
+    rows = {(m["name"], m["system"]) for m in metrics["metrics"]}
+    assert ("end_auc", "simulator") in rows and ("end_auc", "base") not in rows  # only the explicit decision
+    assert {("artefact_rate", s) for s in ("human", "simulator", "base")} <= rows

@@ -107,3 +107,31 @@ def test_sample_diversity_metrics():
     assert by[("sample_distinct2", "simulator")].value == 1.0
     assert by[("sample_self_similarity", "base")].value == 1.0
     assert by[("sample_self_similarity", "simulator")].value == 0.0
+
+
+def test_artefact_reason_on_examples():
+    from usersim.eval.failure_modes import artefact_reason
+
+    clean = ["hey how are you?", "i paid $20 for it [receipt attached] lol", "<em>really</em> liked it",
+             "Goals for this year: run more", "the [2] option sounds better", "my brother said #blessed"]
+    assert [artefact_reason(t) for t in clean] == [None] * len(clean)
+    assert artefact_reason("what about <start_of_image> this") == "control_token"
+    assert artefact_reason("hello <unused12>") == "control_token"
+    assert artefact_reason("caf\ufffd") == "control_token"
+    assert artefact_reason("sure\nPersona: country: US") == "format_leak"
+    assert artefact_reason("ok [Conversation]") == "format_leak"
+    assert artefact_reason("bye [END OF CONVERSATION]") == "format_leak"
+    assert artefact_reason("ok\nAssistant: hi") == "format_leak"
+    assert artefact_reason("[Story] Yesterday I wrote a blog post") == "document_scaffolding"
+    assert artefact_reason("nice\n# Chapter 1") == "document_scaffolding"
+
+
+def test_end_auc_known_values():
+    from usersim.eval.failure_modes import end_auc
+
+    assert end_auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert end_auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert end_auc([0.5, 0.5, 0.5], [True, False, False]) == 0.5
+    # ends at 0.9 and 0.5, others at 0.6 and 0.1: 3 of the 4 (end, other) pairs are ordered right
+    assert end_auc([0.9, 0.6, 0.5, 0.1], [True, False, True, False]) == 0.75
+    assert np.isnan(end_auc([0.1, 0.2], [False, False]))

@@ -15,8 +15,8 @@ from usersim.data_prep.schema import Turn
 from tiny_run import TINY_CONDITION, tiny_records
 from usersim.train.config import TrainConfig
 from usersim.train.main import resolve_dtype
-from usersim.simulator import (RowwiseSampler, SimulatorTurn, UserSimulator, clean_generated_text, derive_seed,
-                               left_pad, make_condition)
+from usersim.engine import RowwiseSampler, left_pad
+from usersim.simulator import SimulatorTurn, UserSimulator, clean_generated_text, derive_seed, make_condition
 
 torch.set_num_threads(1)
 
@@ -252,7 +252,7 @@ def test_rowwise_sampler_nucleus_and_candidate_fallback_agree():
 def test_decode_rows_matches_generate_and_shares_identical_prompts(tiny_sim):
     """Greedy rows of the eval's decode loop equal model.generate one prompt at a time, also when a
     prompt appears twice in the batch (prefilled once) and when rows finish at different steps."""
-    from usersim.simulator import decode_rows
+    from usersim.engine import decode_rows
 
     hs = histories()
     prompts = [tiny_sim.prompt_ids(hs[0]), tiny_sim.prompt_ids(hs[1]), tiny_sim.prompt_ids(hs[0])]
@@ -270,7 +270,7 @@ def test_decode_rows_matches_generate_and_shares_identical_prompts(tiny_sim):
 
 
 def test_sampled_rows_do_not_depend_on_batch_mates_in_decode_rows(tiny_sim):
-    from usersim.simulator import decode_rows
+    from usersim.engine import decode_rows
 
     hs = histories()
     tok = tiny_sim.tokenizer
@@ -302,7 +302,7 @@ def test_wide_nucleus_sorts_only_its_candidates_and_draws_what_a_full_sort_draws
 
 
 def test_prefill_buckets_group_similar_lengths():
-    from usersim.simulator import prefill_buckets
+    from usersim.engine import prefill_buckets
 
     assert prefill_buckets([100, 10, 12, 11, 95, 300]) == [[1, 3, 2], [4, 0], [5]]
     assert prefill_buckets([50] * 5, max_tokens=120) == [[0, 1], [2, 3], [4]]
@@ -315,7 +315,7 @@ def test_bucketed_prefill_equals_one_padded_batch(arch):
     one left-padded batch, including sliding-window layers whose window is shorter than the prompts."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
-    from usersim.simulator import decode_rows, prefill, prefill_buckets, prefill_padded
+    from usersim.engine import decode_rows, prefill, prefill_buckets, prefill_padded
 
     torch.manual_seed(0)
     if arch == "llama":

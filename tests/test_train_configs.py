@@ -29,3 +29,29 @@ def test_unknown_train_key_is_an_error_naming_it():
     with pytest.raises(ConfigError, match="learning_rat"):
         load_config(TrainConfig, None, ["learning_rat=0.1"])
     assert load_config(TrainConfig, None, ["lora.r=4"]).lora.r == 4
+
+
+def test_cpu_training_that_leaves_cores_idle_says_how_to_use_them(monkeypatch):
+    import os
+
+    import torch
+
+    from usersim.train.main import idle_cpu_note
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    note = idle_cpu_note("cpu", 1)
+    assert "--num_cpu_threads_per_process 4" in note and "TRAIN_THREADS" in note
+    assert idle_cpu_note("cpu", 4) == ""  # four processes of one thread use every core
+    assert idle_cpu_note("cuda", 1) == ""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert idle_cpu_note("cpu", 1) == ""
+
+
+def test_make_train_gives_accelerate_every_core():
+    """accelerate launch exports OMP_NUM_THREADS=1 unless told otherwise: make train must tell it."""
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "--num_cpu_threads_per_process $(TRAIN_THREADS)" in makefile
+    assert "TRAIN_THREADS ?= $(shell nproc" in makefile

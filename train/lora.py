@@ -30,12 +30,27 @@ def target_modules_for(model: nn.Module, settings: LoraSettings) -> list[str]:
     return DEFAULT_TARGET_MODULES[model_type]
 
 
+def adapted_layers(model: nn.Module, settings: LoraSettings) -> list[int] | None:
+    """Indices of the decoder layers that get adapters (None = all): the top ``settings.top_layers``."""
+    if settings.top_layers < 0:
+        raise ValueError(f"lora.top_layers={settings.top_layers}: use 0 (every layer) or a positive count")
+    if not settings.top_layers:
+        return None
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if not n_layers:
+        raise ValueError("lora.top_layers needs config.num_hidden_layers, which this model does not declare")
+    if settings.top_layers > n_layers:
+        raise ValueError(f"lora.top_layers={settings.top_layers} but the model has {n_layers} layers")
+    return list(range(n_layers - settings.top_layers, n_layers))
+
+
 def wrap_with_lora(model: nn.Module, settings: LoraSettings) -> Any:
     """A peft model with fresh LoRA adapters; the base weights are frozen."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=target_modules_for(model, settings), task_type="CAUSAL_LM")
+                        target_modules=target_modules_for(model, settings),
+                        layers_to_transform=adapted_layers(model, settings), task_type="CAUSAL_LM")
     # peft (0.21) reads the model's `is_gradient_checkpointing` inside PeftModel.__init__, a property
     # transformers 5 deprecated with a FutureWarning on every read. The read is peft's, not ours, and
     # has no alternative entry point, so this one warning is silenced for this call only. Drop the

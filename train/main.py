@@ -8,6 +8,7 @@ loss_curve.png (docs/contracts.md).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -85,6 +86,18 @@ def base_checkpoint(cfg: TrainConfig, run_dir: Path, accelerator: Any, train_rec
     return path, AutoTokenizer.from_pretrained(str(path), trust_remote_code=cfg.trust_remote_code)
 
 
+def idle_cpu_note(device_type: str, processes: int) -> str:
+    """A warning when CPU training leaves cores idle (accelerate launch exports OMP_NUM_THREADS=1 by default)."""
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    if device_type != "cpu" or threads * processes >= cores:
+        return ""
+    return (f"torch uses {threads} thread(s) per process on {cores} CPU cores (OMP_NUM_THREADS="
+            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); training runs up to {cores // max(processes, 1)}x "
+            f"faster with `accelerate launch --num_cpu_threads_per_process {cores // max(processes, 1)}` "
+            "(make train passes TRAIN_THREADS, default: every core)")
+
+
 def main(cfg: TrainConfig) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -114,6 +127,9 @@ def main(cfg: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     train_records, val_records = load_records(cfg)
     log(f"{len(train_records)} training / {len(val_records)} validation records from {cfg.data_dir}")
+    idle = idle_cpu_note(accelerator.device.type, accelerator.num_processes)
+    if idle:
+        log(idle)
 
     base_path, tokenizer = base_checkpoint(cfg, run_dir, accelerator, train_records)
     model = AutoModelForCausalLM.from_pretrained(str(base_path), use_safetensors=True, dtype=dtype,

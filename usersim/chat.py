@@ -95,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default="", help=f"comma-separated key=value, keys: {', '.join(STYLE_KEYS)}")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (turn t uses a seed derived from it)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest simulated turn, in tokens")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: the run's decoding.json, else 1.0)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: the run's decoding.json, "
+                   "else 0.95)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--user-first", action=argparse.BooleanOptionalAction, default=True,
                    help="the simulated user speaks first (default; --no-user-first: you open)")
@@ -120,7 +122,8 @@ def cli(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"usersim chat: cannot load {args.run_dir!r}: {exc}", file=sys.stderr)
         return 1
-    generation = {"do_sample": not args.greedy, "temperature": args.temperature, "top_p": args.top_p}
+    generation = {"do_sample": not args.greedy, **{k: v for k, v in (("temperature", args.temperature),
+                                                                      ("top_p", args.top_p)) if v is not None}}
     run_chat(sim, condition, seed=args.seed, user_first=args.user_first, max_new_tokens=args.max_new_tokens,
              echo=not sys.stdin.isatty(), **generation)
     return 0

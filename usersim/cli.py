@@ -14,6 +14,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("usersim.data_prep.main", "cli", "corpora -> validated, user-split, role-reversed dataset"),
     "show": ("usersim.data_prep.show", "cli", "print a dataset record with its supervised spans highlighted"),
     "train": ("usersim.train.main", "cli", "LoRA fine-tune a base LM into a user simulator"),
+    "decoding": ("usersim.eval.decoding_choice", "cli",
+                 "choose the simulator's decoding on validation users (writes RUN_DIR/decoding.json)"),
     "eval": ("usersim.eval.main", "cli", "fidelity of a trained simulator against held-out humans"),
     "discriminate": ("usersim.eval.discriminate_cli", "cli", "score any candidate user turns against real ones"),
     "report": ("usersim.eval.report", "cli", "render report.html / report.md from an eval run"),

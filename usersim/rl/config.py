@@ -30,8 +30,10 @@ class RLConfig:
     policy_temperature: float = 1.0  # the policy's sampling temperature (also GRPOConfig.temperature)
     policy_top_p: float = 1.0  # the policy's nucleus; 1.0 = full distribution (what GRPO's scoring assumes)
     user_max_new_tokens: int = 48  # cap on one simulated user turn
-    user_temperature: float = 1.0  # the simulator's sampling temperature
-    user_top_p: float = 0.95  # the simulator's nucleus
+    # the simulator's sampling temperature / nucleus; null = the simulator run's decoding.json (chosen on
+    # validation users by `usersim decoding`), else 1.0 / 0.95
+    user_temperature: float | None = None
+    user_top_p: float | None = None
     # Reward names and weights, summed (usersim.rl.rewards.REWARDS: user_ended, asks_answered,
     # discloses_elicited, goal_progress).
     rewards: dict[str, float] = field(default_factory=lambda: {"user_ended": 1.0, "goal_progress": 1.0})

@@ -38,9 +38,9 @@ from usersim.rl.rewards import RewardFn, combine, resolve_rewards
 from usersim.rl.scenarios import Scenario
 from usersim.simulator import derive_seed
 
-# The simulated user's sampling defaults in an episode (override with generation=...).
-DEFAULT_USER_GENERATION: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.95,
-                                           "max_new_tokens": 64}
+# The simulated user's sampling defaults in an episode (override with generation=...). Temperature, top-p
+# and the end decision are the simulator's own (its run's decoding.json, else usersim.simulator.DEFAULT_GENERATION).
+DEFAULT_USER_GENERATION: dict[str, Any] = {"do_sample": True, "max_new_tokens": 64}
 
 
 @dataclass

@@ -82,8 +82,9 @@ def build_trainer(cfg: RLConfig, simulator: Any, scenarios: list[Scenario], out_
     rollout = SimulatorRollout(
         simulator, scenarios, max_turns=cfg.max_turns, policy_max_new_tokens=cfg.policy_max_new_tokens,
         policy_temperature=cfg.policy_temperature, policy_top_p=cfg.policy_top_p, rewards=rewards,
-        user_generation={"temperature": cfg.user_temperature, "top_p": cfg.user_top_p,
-                         "max_new_tokens": cfg.user_max_new_tokens}, seed=cfg.seed)
+        user_generation={"max_new_tokens": cfg.user_max_new_tokens,
+                         **{k: v for k, v in (("temperature", cfg.user_temperature), ("top_p", cfg.user_top_p))
+                            if v is not None}}, seed=cfg.seed)
     path = policy_path(cfg)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     policy = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype,

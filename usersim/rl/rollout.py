@@ -36,7 +36,8 @@ from usersim.data_prep.prompt_format import ASSISTANT_MARKER, USER_MARKER
 from usersim.rl.env import BatchUserSimEnv
 from usersim.rl.rewards import RewardFn
 from usersim.rl.scenarios import Scenario
-from usersim.simulator import RowwiseSampler, clean_generated_text, derive_seed, left_pad
+from usersim.engine import RowwiseSampler, left_pad
+from usersim.simulator import clean_generated_text, derive_seed
 
 POLICY_HEADER = "[Assistant]\nA conversation between a user and a helpful assistant.\n[Conversation]"
 

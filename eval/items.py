@@ -1,0 +1,34 @@
+"""Which held-out per-turn items a run simulates: a seeded sample drawn conversation by conversation."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+
+def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int, per_conversation: int = 0,
+                 exclude_users: set[str] | None = None) -> list[dict[str, Any]]:
+    """Seeded sample of held-out items, drawn by conversation, item order kept.
+
+    Conversations are taken in a seeded random order until ``max_items`` items (0 = all); of each
+    conversation at most ``per_conversation`` items (0 = all) are kept, chosen at random, so a long
+    conversation does not eat the budget and more users are seen. ``exclude_users``: users whose
+    items are never picked (the human floor's second group is disjoint from the first).
+    """
+    rng = random.Random(seed)
+    by_conv: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        if exclude_users and str(it["user_id"]) in exclude_users:
+            continue
+        by_conv.setdefault(it["conversation_id"], []).append(i)
+    convs = sorted(by_conv)
+    rng.shuffle(convs)
+    chosen: list[int] = []
+    for c in convs:
+        if max_items > 0 and len(chosen) >= max_items:
+            break
+        idx = by_conv[c]
+        if 0 < per_conversation < len(idx):
+            idx = rng.sample(idx, per_conversation)
+        chosen.extend(idx)
+    return [items[i] for i in sorted(chosen)]
