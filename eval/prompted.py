@@ -290,11 +290,9 @@ def _eos_ids(tok: Any, model: Any) -> list[int]:
 
 def _generate_local(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed: int, device: str,
                     trust_remote_code: bool, show_progress: bool) -> list[SimulatorTurn]:
-    import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, LogitsProcessorList, SuppressTokensLogitsProcessor
 
-    from usersim.engine import RowwiseSampler, control_token_ids, left_pad
+    from usersim.engine import RowwiseSampler, control_token_ids, decode_rows
     from usersim.eval.simulate import length_order
 
     model, tok = load_prompted_model(cfg.model, device, trust_remote_code)
@@ -304,22 +302,18 @@ def _generate_local(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed
     # special / control / unused tokens are never typed by a user (the chat template's end-of-turn ids stay)
     banned = sorted(set(control_token_ids(tok)) - set(eos))
     greedy = cfg.temperature == 0
-    # A fresh config: the checkpoint's own generation defaults (sampling, repetition penalty) must not leak in.
-    config = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, use_cache=True, temperature=1.0,
-                              top_k=50, top_p=1.0, eos_token_id=eos, pad_token_id=tok.pad_token_id,
-                              bos_token_id=tok.bos_token_id)
+    # the engine's decode loop (usersim.engine.decode_rows), not model.generate: the checkpoint's own generation
+    # defaults (sampling, repetition penalty) cannot leak in, prompts are prefilled in groups of similar length
+    # and a row leaves the batch at its end-of-turn token
     order = length_order([len(p) for p in prompts])
     batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
     out: list[SimulatorTurn | None] = [None] * len(items)
-    dev = next(model.parameters()).device
     for batch in tqdm(batches, desc="simulate (prompted)", disable=not show_progress, unit="batch"):
-        ids, mask = left_pad([prompts[i] for i in batch], tok.pad_token_id)
-        processors = LogitsProcessorList([SuppressTokensLogitsProcessor(banned, device=dev)] + ([] if greedy else [
-            RowwiseSampler([seeds[i] for i in batch], temperature=cfg.temperature, top_p=cfg.top_p)]))
-        with torch.inference_mode():
-            gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), generation_config=config,
-                                 logits_processor=processors)
-        for i, row in zip(batch, gen[:, ids.shape[1]:].tolist()):
+        sampler = None if greedy else RowwiseSampler([seeds[i] for i in batch], temperature=cfg.temperature,
+                                                     top_p=cfg.top_p)
+        rows = decode_rows(model, [prompts[i] for i in batch], pad_id=tok.pad_token_id, eos_id=eos,
+                           max_new_tokens=cfg.max_new_tokens, sampler=sampler, banned_ids=banned)
+        for i, row in zip(batch, rows):
             out[i] = _local_turn(tok, row, eos, cfg.stop_marker)
     return out  # type: ignore[return-value]
 

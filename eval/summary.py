@@ -429,6 +429,18 @@ def judges_line(run: EvalRun) -> str:
     return ", ".join(parts) + " (simulator, paired accuracy)" if parts else NOT_COMPUTED
 
 
+def decoding_line(run: EvalRun) -> str:
+    """How the simulator decoded, e.g. ``temperature 0.85, top_p 0.95, end_bias 3.1 (decoding.json)``."""
+    dec = run.metrics.get("decoding")
+    if not isinstance(dec, dict):
+        return NOT_COMPUTED
+    bias = dec.get("end_bias")
+    end = "ends only by writing the end marker" if bias is None else f"end_bias {bias:+.2f}"
+    source = ("chosen on validation users" if dec.get("source") == "decoding.json"
+              else "from the eval config")
+    return f"temperature {dec.get('temperature')}, top_p {dec.get('top_p')}, {end} ({source})"
+
+
 def summary_lines(run: EvalRun) -> list[str]:
     """What ``make all`` ends with (each line stands alone)."""
     head = run.headline
@@ -443,6 +455,7 @@ def summary_lines(run: EvalRun) -> list[str]:
     if head.get("judge_choice"):
         lines.append(f"judge:    {head['judge_choice']}")
     lines.append(f"judges:   {judges_line(run)}")
+    lines.append(f"decoding: {decoding_line(run)}")
     lines += [f"flag:     {explain_flag(f, run)}" for f in run.flags] or ["flags:    none"]
     lines.append(f"controls: {controls_line(run)}")
     lines.append("failure modes (value [95% CI]; read each against the human value or the human split-half floor):")

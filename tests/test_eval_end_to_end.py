@@ -231,8 +231,10 @@ def test_decoding_is_chosen_on_validation_users_and_used_by_eval(tmp_path):
     best = min(doc["candidates"], key=lambda c: c["accuracy"])
     assert (doc["chosen"]["temperature"], doc["chosen"]["top_p"]) == (best["temperature"], best["top_p"])
     n_val = len(validation_records())
-    assert doc["end"]["human_items"] == n_val  # one item per validation conversation
-    assert doc["end"]["human_rate"] == sum(r["end_of_conversation"] for r in validation_records()) / n_val
+    assert doc["end"]["human_items"] == n_val  # one item per validation conversation, the eval's item rule
+    rule = select_items([it for r in validation_records() for it in per_turn_items(r)], 0, 0 + 13, 1)
+    assert doc["end"]["human_rate"] == sum(it["target_is_end"] for it in rule) / n_val
+    assert 0 < doc["end"]["human_rate"] <= sum(r["end_of_conversation"] for r in validation_records()) / n_val
     assert isinstance(doc["chosen"]["end_bias"], float)
     assert doc["end"]["expected_rate"] == expected_end_rate([0.0], 0.0) or doc["end"]["expected_rate"] >= 0
     assert UserSimulator.from_pretrained(run_dir).decoding == doc["chosen"]

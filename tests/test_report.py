@@ -421,6 +421,38 @@ def test_report_renders_in_headless_chromium(rendered, tmp_path):
     assert table[1] < 900 and chart[1] < 900
 
 
+# Width probe: the widest extent of the page's content (body box and every element's right edge).
+WIDTH_PROBE = ("<script>window.addEventListener('load', function () {"
+               "var right = document.body.getBoundingClientRect().right - document.body.getBoundingClientRect().left;"
+               "document.querySelectorAll('body *').forEach(function (e) {"
+               "right = Math.max(right, e.getBoundingClientRect().right - document.body.getBoundingClientRect().left); });"
+               "document.body.setAttribute('data-width', Math.ceil(right));});</script>")
+
+
+def _page_width(binary: str, html: str, tmp_path: Path, name: str) -> int:
+    page = tmp_path / f"{name}.html"
+    page.write_text(html.replace("</body>", WIDTH_PROBE + "</body>"))
+    dom = _run_chromium(binary, tmp_path / f"profile-{name}", ["--dump-dom", "--virtual-time-budget=5000",
+                                                                "--window-size=1600,2000", page.as_uri()])
+    found = re.search(r'data-width="([0-9]+)"', dom.stdout)
+    assert found, dom.stderr[-2000:]
+    return int(found.group(1))
+
+
+def test_report_fits_a_1280_px_screen(rendered, tmp_path):
+    """On a wide window the page's content (padding included) is at most 1,280 px wide, and a turn with a long
+    unbroken string (a URL, a pasted hash) wraps instead of widening the page."""
+    binary = _chromium()
+    _, html_path = rendered
+    html = html_path.read_text()
+    assert _page_width(binary, html, tmp_path, "report") <= 1280
+    long_cell = html.replace("</h1>", "</h1><table><tr><td>" + "x" * 600 + "</td></tr></table>", 1)
+    assert _page_width(binary, long_cell, tmp_path, "long") <= 1280
+    # the probe can fail: a page that asks for 1,400 px is measured as such
+    assert _page_width(binary, "<html><body><div style='width:1400px'>wide</div></body></html>", tmp_path,
+                       "wide") >= 1400
+
+
 def test_chromium_checks_catch_a_broken_page(tmp_path):
     """The checks above can fail: a page with a script error, a console error and a broken image."""
     binary = _chromium()

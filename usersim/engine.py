@@ -276,10 +276,12 @@ def end_decisions(logp: torch.Tensor, bias: float, sampler: "RowwiseSampler | No
 
 
 @torch.inference_mode()
-def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eos_id: int, max_new_tokens: int,
+def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eos_id: int | Sequence[int],
+                max_new_tokens: int,
                 sampler: RowwiseSampler | None = None, stop_texts: Sequence[str] = (), decode: Any = None,
                 check_every: int = 4, banned_ids: Sequence[int] = (), end: EndControl | None = None) -> list[list[int]]:
-    """New token ids per prompt (up to and including EOS), with a KV cache, decoded row by row.
+    """New token ids per prompt (up to and including EOS: ``eos_id``, or any of several ids), with a KV cache,
+    decoded row by row.
 
     Savings over ``model.generate`` for the eval's workload:
     * identical prompts (several samples of one context) are prefilled once and their cache rows
@@ -309,6 +311,7 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
     active = list(range(len(prompts)))  # active[j] = prompt index of batch row j
     new: list[list[int]] = [[] for _ in prompts]
     banned = torch.tensor(sorted(set(banned_ids)), dtype=torch.long, device=device)
+    stops = {int(eos_id)} if isinstance(eos_id, int) else {int(e) for e in eos_id}
     if end is not None and end_logp is not None:
         end.logprobs[:] = end_logp.tolist()
         ended = end_decisions(end_logp, end.bias, sampler)
@@ -332,7 +335,7 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
         done = []
         for j, t in enumerate(token.tolist()):
             new[active[j]].append(t)
-            if t == eos_id:
+            if t in stops:
                 done.append(j)
         if stop_texts and decode is not None and (step + 1) % check_every == 0:
             done += [j for j in range(len(active)) if j not in done

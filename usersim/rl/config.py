@@ -32,8 +32,8 @@ class RLConfig:
     user_max_new_tokens: int = 48  # cap on one simulated user turn
     # the simulator's sampling temperature / nucleus; null = the simulator run's decoding.json (chosen on
     # validation users by `usersim decoding`), else 1.0 / 0.95
-    user_temperature: float | None = None
-    user_top_p: float | None = None
+    user_temperature: float | None = None  # the simulator's sampling temperature (null: the run's decoding.json)
+    user_top_p: float | None = None  # the simulator's nucleus (null: the run's decoding.json)
     # Reward names and weights, summed (usersim.rl.rewards.REWARDS: user_ended, asks_answered,
     # discloses_elicited, goal_progress).
     rewards: dict[str, float] = field(default_factory=lambda: {"user_ended": 1.0, "goal_progress": 1.0})
