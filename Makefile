@@ -1,7 +1,7 @@
 # usersim: every stage is a make target; stages chain by paths under runs/$(PROFILE)/.
 #   make all              data -> train -> eval -> report on the embedded default (chitchat, Gemma-3-270M base)
 #   make all PROFILE=smoke  the same with a tiny random-initialised model (about a minute)
-#   make all PROFILE=quality  8x the training tokens, eval at >= 400 pairs (about 2 hours on 2 cores)
+#   make all PROFILE=quality  16x the training tokens, eval at >= 400 pairs (about 2 hours on 2 cores)
 #   make test             the test suite (what CI runs)
 PROFILE ?= default
 RUNS := runs/$(PROFILE)
@@ -18,7 +18,7 @@ TRAIN_CONFIG ?= configs/train/smoke.yaml
 EVAL_CONFIG ?= configs/eval/smoke.yaml
 RL_CONFIG ?= configs/rl/smoke.yaml
 else ifeq ($(PROFILE),quality)
-# the most CPU buys in about 2 hours: 8x the default's training tokens, evaluated at >= 400 pairs
+# the most CPU buys in about 2 hours: 16x the default's training tokens, evaluated at >= 400 pairs
 DATA_CONFIG ?= configs/data/chitchat.yaml
 TRAIN_CONFIG ?= configs/train/gemma-270m-quality.yaml
 EVAL_CONFIG ?= configs/eval/quality.yaml
@@ -88,7 +88,7 @@ rl: $(STAMP)
 # The learning curve (bench/curve.py): the default recipe at each budget of CURVE_STEPS optimizer steps
 # (512 tokens each; 72 = the default) plus the untuned base, every point on the same held-out items;
 # writes bench/results/curve.json and curve.png. Points already run are reused (stop and resume at will).
-# On 2 CPU cores a 288-step point takes ~25 min and 1152 ~70 min: see BENCHMARKS.md for what ran.
+# On 2 CPU cores a 288-step point takes ~20 min and 1152 ~60 min: see BENCHMARKS.md for what ran.
 CURVE_STEPS ?= 18,72,288,1152,4608
 curve: data
 	$(PY) -m bench.curve --steps $(CURVE_STEPS) --data $(RUNS)/data --runs $(RUNS)/curve

@@ -119,3 +119,31 @@ class _Pushed(torch.nn.Module):
         out = self.model(*args, **kwargs)
         out.logits[..., self.token] += 50.0
         return out
+
+
+def test_counter_uniforms_are_splitmix64_and_uniform():
+    """The sampler's counter-based stream: int64 arithmetic wraps like the unsigned reference, and the numbers
+    are uniform and independent of which other ids are drawn with them."""
+    from usersim.engine import _int64, counter_uniforms, mix64
+
+    mask = (1 << 64) - 1
+
+    def reference(x):
+        x &= mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    for v in (0, 1, 12345, 2 ** 62 + 7, -5, 2 ** 63 - 1, 2 ** 64 - 3):
+        assert int(mix64(torch.tensor([_int64(v)]))[0]) & mask == reference(v)
+    keys, steps = mix64(torch.arange(4)), torch.zeros(4, dtype=torch.long)
+    ids = torch.arange(50_000).expand(4, -1)
+    u = counter_uniforms(keys, steps, ids)
+    assert 0 < float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
+    assert float((hist - 0.1).abs().max()) < 0.005
+    # a subset of ids draws exactly the numbers the full draw gave those ids
+    some = torch.tensor([[7, 49_999, 3]] * 4)
+    assert torch.equal(counter_uniforms(keys, steps, some), u.gather(-1, some))
+    assert not torch.equal(counter_uniforms(keys, steps + 1, some), u.gather(-1, some))

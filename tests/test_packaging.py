@@ -21,3 +21,28 @@ def test_license_is_an_spdx_string_and_setuptools_supports_it():
     assert floors and floors[0] and int(floors[0].group(1)) >= 77, data["build-system"]["requires"]
     assert not any(c.startswith("License ::") for c in data["project"].get("classifiers", [])), \
         "licence classifiers are deprecated beside an SPDX license expression"
+
+
+def test_the_wheel_builds_without_backend_warnings_and_ships_its_data(tmp_path):
+    """`pip install .` builds the wheel quietly (no BuildBackendWarning: licence table, folders that "would be
+    ignored") and the wheel holds the templates and the evaluate modules that are loaded by path."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import pytest
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools.__version__} here; the build needs >= 77 (pip's isolated build gets it)")
+    root = PYPROJECT.parent
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                          "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "BuildBackendWarning" not in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+    wheel = next(tmp_path.glob("usersim-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in ("usersim/eval/templates/report.html.j2", "usersim/templates/model_card.md.j2",
+                 "usersim/eval/metrics/user_turn_discrimination/user_turn_discrimination.py",
+                 "usersim/eval/metrics/paired_user_turn_discrimination/README.md", "usersim/engine.py"):
+        assert path in names, path
