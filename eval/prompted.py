@@ -260,10 +260,10 @@ def load_prompted_model(name: str, device: str = "", trust_remote_code: bool = F
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    on_gpu = device.startswith("cuda") and torch.cuda.is_available()
-    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    from usersim.train.main import resolve_dtype  # the one dtype rule (bf16 on a bf16 GPU, else float32)
+
     model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=trust_remote_code,
-                                                 dtype=dtype).to(device).eval()
+                                                 dtype=resolve_dtype(None, device)).to(device).eval()
     return model, tok
 
 

@@ -46,12 +46,18 @@ def test_end_marker_becomes_ends_conversation(tiny_sim):
     assert tiny_sim._to_turn(text_ids) == SimulatorTurn("hi there", False, len(text_ids), hit_cap=True)
     closed = text_ids + [tok.eos_token_id]
     assert tiny_sim._to_turn(closed) == SimulatorTurn("hi there", False, len(closed), hit_cap=False)
+    # text, then the end marker inside the turn: the text is the turn (closed), not an end
+    run_on = text_ids + tok("\n" + END_OF_CONVERSATION, add_special_tokens=False)["input_ids"]
+    assert tiny_sim._to_turn(run_on) == SimulatorTurn("hi there", False, len(run_on), hit_cap=False)
 
 
 def test_clean_generated_text_cuts_run_on_turns():
     assert clean_generated_text(" sure thing\nAssistant: ok") == "sure thing"
     assert clean_generated_text("a\nUser: b") == "a"
     assert clean_generated_text("plain") == "plain"
+    # the end marker written after some text is a run-on too (a default run's only artefact); alone it is an end
+    assert clean_generated_text("Hey. How are you?\n[END OF CONVERSATION]") == "Hey. How are you?"
+    assert clean_generated_text(" [END OF CONVERSATION]") == "[END OF CONVERSATION]"
 
 
 def test_same_seed_same_output_different_seeds_differ(tiny_sim):

@@ -40,8 +40,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, STYLE_KEYS, USER_MARKER, Condition, TokenizedConversation,
-                                             end_of_conversation_ids, is_end_of_conversation, tokenize_conversation)
+from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, END_OF_CONVERSATION, STYLE_KEYS, USER_MARKER, Condition,
+                                             TokenizedConversation, end_of_conversation_ids, is_end_of_conversation,
+                                             tokenize_conversation)
 from usersim.data_prep.schema import ROLES, Turn, stable_hash
 from usersim.engine import EndControl, RowwiseSampler, control_token_ids, decode_rows, left_pad
 from usersim.train.config import TrainConfig
@@ -122,12 +123,16 @@ def make_condition(persona: str | None = None, goal: str | None = None,
 
 
 def clean_generated_text(text: str) -> str:
-    """The user turn from decoded text: cut where the model ran on into another turn's marker."""
+    """The user turn from decoded text: cut where the model ran on into another turn's marker, or wrote the
+    end-of-conversation marker after some text (the marker is a turn of its own; a turn that only opens
+    with it is an end, see is_end_of_conversation)."""
     for marker in (ASSISTANT_MARKER, USER_MARKER):
         cut = text.find(marker)
         if cut != -1:
             text = text[:cut]
-    return text.strip()
+    text = text.strip()
+    cut = text.find(END_OF_CONVERSATION)
+    return text[:cut].strip() if cut > 0 else text
 
 
 def read_decoding(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -374,7 +379,7 @@ class UserSimulator:
             sampler = RowwiseSampler(seeds, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else None
             end = None if end_bias is None else EndControl(end_of_conversation_ids(tok), float(end_bias))
             rows = decode_rows(self.model, prompts, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                               max_new_tokens=max_new_tokens, sampler=sampler, stop_texts=(USER_MARKER, ASSISTANT_MARKER),
+                               max_new_tokens=max_new_tokens, sampler=sampler, stop_texts=(USER_MARKER, ASSISTANT_MARKER, END_OF_CONVERSATION),
                                decode=tok.decode, banned_ids=self.banned_ids, end=end)
             logps = end.logprobs if end is not None else [None] * len(rows)
             return [dataclasses.replace(self._to_turn(row), end_logprob=lp) for row, lp in zip(rows, logps)]
