@@ -56,3 +56,36 @@ def test_first_party_code_is_imported_under_the_usersim_namespace():
     bad = [f"{p.relative_to(ROOT)}:{line} imports {m}" for p in files for line, m in first_party_imports(p)
            if not m.startswith("usersim")]
     assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles_among_product_modules():
+    """No module imports (even under TYPE_CHECKING) a module that imports it back, directly or not
+    (the rl environment and its rewards once did: both now import usersim.rl.transcript)."""
+    roots = {"usersim": ROOT / "usersim", "usersim.data_prep": ROOT / "data_prep", "usersim.train": ROOT / "train",
+             "usersim.eval": ROOT / "eval"}
+    modules: dict[str, Path] = {}
+    for prefix, folder in roots.items():
+        for path in folder.rglob("*.py"):
+            if prefix == "usersim" and path.relative_to(folder).parts[0] in ("templates",):
+                continue
+            rel = path.relative_to(folder).with_suffix("").parts
+            name = ".".join((prefix, *rel)).removesuffix(".__init__")
+            modules.setdefault(name, path)
+    graph = {name: {m for _, m in first_party_imports(path) if m in modules and m != name}
+             for name, path in modules.items() if "metrics." not in name}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)

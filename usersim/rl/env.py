@@ -35,47 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from usersim.rl.rewards import RewardFn, combine, resolve_rewards
+from usersim.rl.transcript import Transcript
 from usersim.rl.scenarios import Scenario
 from usersim.simulator import derive_seed
 
 # The simulated user's sampling defaults in an episode (override with generation=...). Temperature, top-p
 # and the end decision are the simulator's own (its run's decoding.json, else usersim.simulator.DEFAULT_GENERATION).
 DEFAULT_USER_GENERATION: dict[str, Any] = {"do_sample": True, "max_new_tokens": 64}
-
-
-@dataclass
-class Transcript:
-    """A finished or running conversation between the policy (assistant) and the simulated user.
-
-    ``turns``: ``[{"role": "user"|"assistant", "text": ...}]`` in order; ``ended_by_user``: the
-    simulated user closed the conversation; ``hit_turn_limit``: the turn limit cut it;
-    ``user_turns_cut``: user turns the simulator's ``max_new_tokens`` cut before their end.
-    """
-
-    turns: list[dict[str, str]] = field(default_factory=list)
-    ended_by_user: bool = False
-    hit_turn_limit: bool = False
-    user_turns_cut: int = 0
-
-    def texts(self, role: str) -> list[str]:
-        return [t["text"] for t in self.turns if t["role"] == role]
-
-    def user_texts_after_first_assistant(self) -> list[str]:
-        seen_assistant, out = False, []
-        for t in self.turns:
-            if t["role"] == "assistant":
-                seen_assistant = True
-            elif seen_assistant:
-                out.append(t["text"])
-        return out
-
-    @property
-    def done(self) -> bool:
-        return self.ended_by_user or self.hit_turn_limit
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"turns": [dict(t) for t in self.turns], "ended_by_user": self.ended_by_user,
-                "hit_turn_limit": self.hit_turn_limit, "user_turns_cut": self.user_turns_cut}
 
 
 @dataclass

@@ -45,8 +45,8 @@ import re
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:
-    from usersim.rl.env import Transcript
     from usersim.rl.scenarios import Scenario
+    from usersim.rl.transcript import Transcript
 
 RewardFn = Callable[["Transcript", "Scenario"], "float | None"]
 
