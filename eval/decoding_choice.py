@@ -31,7 +31,7 @@ import numpy as np
 
 from usersim.eval.config import EvalConfig
 from usersim.eval.failure_modes import end_auc
-from usersim.eval.items import select_items
+from usersim.eval.items import other_users_items, select_items
 from usersim.eval.judges import build_judges, item_context
 from usersim.eval.paired import complete_pairs, paired_discrimination
 from usersim.eval.simulate import SystemTurns, generate_turns
@@ -136,22 +136,14 @@ def choose_decoding(cfg: EvalConfig, sim: Any, pool: list[dict[str, Any]]) -> di
 
 
 def main(cfg: EvalConfig) -> Path:
-    from datasets import load_from_disk
-
     from usersim.simulator import DECODING_FILE, UserSimulator
 
-    if cfg.decoding_split == cfg.split:
-        raise ValueError(f"decoding_split={cfg.decoding_split!r} is the eval's own split: decoding must be chosen "
-                         "on other users (set it to validation)")
-    ds = load_from_disk(str(Path(cfg.data_dir) / "dataset"))
-    turns_split = f"{cfg.decoding_split}_turns"
-    if turns_split not in ds:
-        raise KeyError(f"{cfg.data_dir}/dataset has no split {turns_split!r}; splits: {sorted(ds)}")
+    pool = other_users_items(cfg.data_dir, cfg.decoding_split, cfg.split, "the decoding (decoding_split)")
     sim = UserSimulator.from_pretrained(cfg.run_dir, base_model=cfg.base_model or None, device=cfg.device or None,
                                         dtype=cfg.dtype or None, trust_remote_code=cfg.trust_remote_code,
                                         max_prompt_tokens=cfg.max_prompt_tokens)
     sim.decoding = {}  # choose afresh, whatever an earlier choice said
-    doc = choose_decoding(cfg, sim, ds[turns_split].to_list())
+    doc = choose_decoding(cfg, sim, pool)
     path = Path(cfg.run_dir) / DECODING_FILE
     path.write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n", encoding="utf-8")
     print(f"[usersim decoding] chose {doc['chosen']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -32,3 +33,18 @@ def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int, per
             idx = rng.sample(idx, per_conversation)
         chosen.extend(idx)
     return [items[i] for i in sorted(chosen)]
+
+
+def other_users_items(data_dir: str, split: str, eval_split: str, purpose: str) -> list[dict[str, Any]]:
+    """The per-turn items of ``split`` (e.g. validation) for a choice made before the eval (``purpose``), never
+    the eval's own split: a clear error when it is the eval's split or the data run lacks it."""
+    from datasets import load_from_disk
+
+    if split == eval_split:
+        raise ValueError(f"{split!r} is the eval's own split: {purpose} must be chosen on other users "
+                         "(use validation)")
+    ds = load_from_disk(str(Path(data_dir) / "dataset"))
+    turns_split = f"{split}_turns"
+    if turns_split not in ds:
+        raise KeyError(f"{data_dir}/dataset has no split {turns_split!r} to choose {purpose} on; splits: {sorted(ds)}")
+    return ds[turns_split].to_list()

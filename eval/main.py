@@ -42,7 +42,7 @@ from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS
                                    control_verdict, judge_alpha, same_user_other_turns, split_users)
 from usersim.eval.discriminators import discriminate
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
-from usersim.eval.items import select_items
+from usersim.eval.items import other_users_items, select_items
 from usersim.eval.judge_selection import AUTO, choose_headline_judge, validation_judge_scores
 from usersim.eval.judges import Judge, build_judges, item_context
 from usersim.eval.llm_judge import llm_paired_discrimination
@@ -397,19 +397,10 @@ def select_headline_judge(cfg: EvalConfig, sim: Any, judges: dict[str, Judge]) -
     """The headline judge: as fixed in the config, or chosen on validation users (usersim.eval.judge_selection)."""
     if cfg.headline_judge != AUTO:
         return {"judge": cfg.headline_judge, "reason": "fixed in the config before the run", "split": None}
-    from datasets import load_from_disk
-
     from usersim.eval.simulate import generate_turns
 
-    if cfg.judge_selection_split == cfg.split:
-        raise ValueError(f"judge_selection_split={cfg.judge_selection_split!r} is the eval's own split: the headline "
-                         "judge must be chosen on other users (set it to validation)")
-    ds = load_from_disk(str(Path(cfg.data_dir) / "dataset"))
-    turns_split = f"{cfg.judge_selection_split}_turns"
-    if turns_split not in ds:
-        raise KeyError(f"{cfg.data_dir}/dataset has no split {turns_split!r} to choose the headline judge on; "
-                       "set headline_judge to a judge name instead of auto")
-    pool = ds[turns_split].to_list()
+    pool = other_users_items(cfg.data_dir, cfg.judge_selection_split, cfg.split,
+                             "the headline judge (judge_selection_split; or set headline_judge to a judge name)")
     items = select_items(pool, cfg.judge_selection_items, cfg.seed + 11, 1)
     rows = generate_turns(sim, items, use_adapter=True, seed=cfg.seed + 11, batch_size=cfg.batch_size,
                           max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress, do_sample=cfg.do_sample,

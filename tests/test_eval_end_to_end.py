@@ -248,3 +248,15 @@ def test_decoding_is_chosen_on_validation_users_and_used_by_eval(tmp_path):
     rows = {(m["name"], m["system"]) for m in metrics["metrics"]}
     assert ("end_auc", "simulator") in rows and ("end_auc", "base") not in rows  # only the explicit decision
     assert {("artefact_rate", s) for s in ("human", "simulator", "base")} <= rows
+
+
+def test_choices_made_before_the_eval_refuse_the_eval_split(tmp_path):
+    from usersim.eval.items import other_users_items
+
+    data_dir = write_data_run(tmp_path / "data", tiny_records(), validation_records())
+    assert {it["user_id"] for it in other_users_items(str(data_dir), "validation", "test", "the decoding")} == \
+        {r["user_id"] for r in validation_records()}
+    with pytest.raises(ValueError, match="eval's own split: the decoding must be chosen on other users"):
+        other_users_items(str(data_dir), "test", "test", "the decoding")
+    with pytest.raises(KeyError, match="no split 'train_turns'"):
+        other_users_items(str(data_dir), "train", "test", "the decoding")
