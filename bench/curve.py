@@ -82,6 +82,38 @@ def row_of(doc: dict[str, Any], system: str, tokens: int, steps: int) -> dict[st
     return out
 
 
+def _cell(m: dict[str, Any] | None, digits: int = 3) -> str:
+    if not m or m.get("value") is None:
+        return "-"
+    lo, hi = m["ci"]
+    return f"{m['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The curve as a Markdown table (BENCHMARKS.md pastes it verbatim)."""
+    head = ("| steps | tokens | fast | neural | lm | perplexity | end rate (humans) | end F1 | style mismatch (humans) "
+            "| artefact rate |")
+    lines = [head, "|" + "|".join(["---"] * 10) + "|"]
+    for r in rows:
+        name = "0 (untuned base)" if r["system"] == "base" else str(r["steps"])
+        human_end = (r.get("end_rate_human") or {}).get("value")
+        human_style = (r.get("style_mismatch_human") or {}).get("value")
+        lines.append("| " + " | ".join([
+            name, f"{r['tokens']:,}", _cell(r["paired_accuracy_fast"]), _cell(r["paired_accuracy_neural"]),
+            _cell(r["paired_accuracy_lm"]), _cell(r["heldout_perplexity"], 1),
+            f"{_cell(r['end_rate'])} ({human_end:.3f})" if human_end is not None else _cell(r["end_rate"]),
+            _cell(r["end_f1"]),
+            f"{_cell(r['style_mismatch'])} ({human_style:.3f})" if human_style is not None else _cell(r["style_mismatch"]),
+            _cell(r["artefact_rate"])]) + " |")
+    return "\n".join(lines)
+
+
+def write(out: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps({"points": rows, **extra, "table": table(rows)}, indent=2) + "\n")
+    draw(rows, Path(f"{out}.png"))
+
+
 def draw(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -127,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-config", default="configs/eval/default.yaml")
     p.add_argument("--reuse", default="", help="STEPS=RUN_ROOT,... points already run (RUN_ROOT/train, RUN_ROOT/eval)")
     p.add_argument("--out", default="bench/results/curve")
+    p.add_argument("--redraw", action="store_true", help="rewrite the table and figure of an existing --out json")
     args = p.parse_args(argv)
+    if args.redraw:
+        doc = json.loads(Path(f"{args.out}.json").read_text())
+        write(Path(args.out), doc.pop("points"), {k: v for k, v in doc.items() if k != "table"})
+        print(table(json.loads(Path(f"{args.out}.json").read_text())["points"]))
+        return 0
     steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
     reuse = {int(k): Path(v) for k, v in (kv.split("=", 1) for kv in args.reuse.split(",") if kv.strip())}
     rows: list[dict[str, Any]] = []
@@ -144,10 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row_of(doc, "base", 0, 0))
         rows.append(row_of(doc, "simulator", tokens, n))
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.json").write_text(json.dumps({"points": rows, "wall_s": timings, "steps": steps,
-                                                   "items": doc["n_items"], "users": doc["n_users"]}, indent=2))
-        draw(rows, Path(f"{out}.png"))
+        write(out, rows, {"wall_s": timings, "steps": steps, "items": doc["n_items"], "users": doc["n_users"],
+                          "train_config": args.train_config, "eval_config": args.eval_config})
         acc = {j: (r or {}).get("value") for j, r in ((j, rows[-1][f"paired_accuracy_{j}"]) for j in JUDGE_METRICS)}
         print(f"[curve] {n} steps ({tokens:,} tokens): paired accuracy {acc}; wrote {out}.json/.png", flush=True)
     return 0

@@ -71,3 +71,25 @@ def test_conversation_level_and_per_turn_losses_agree(tmp_path):
     assert out["per_turn_samples"] == 3 * (3 + 1)  # 3 user turns + the end-of-conversation target each
     assert out["supervised_tokens_conversation_level"] == out["supervised_tokens_per_turn"] > 0
     assert out["abs_diff"] < 1e-4
+
+
+def test_learning_curve_rows_come_from_the_eval_metrics_and_draw(tmp_path):
+    """bench/curve.py reads each point's numbers from its metrics.json rows (nothing recomputed) and writes
+    its table and figure; a metric the eval did not store reads '-'."""
+    from bench.curve import row_of, table, write
+
+    def m(name, system, value):
+        return {"name": name, "system": system, "value": value, "ci_low": value - 0.1, "ci_high": value + 0.1, "n": 100}
+
+    doc = {"metrics": [m("paired_accuracy", "simulator", 0.6), m("paired_accuracy_lm", "simulator", 0.7),
+                       m("paired_accuracy_lm", "base", 0.95), m("end_rate", "simulator", 0.05),
+                       m("end_rate", "human", 0.07), m("heldout_perplexity", "simulator", 19.0)]}
+    rows = [row_of(doc, "base", 0, 0), row_of(doc, "simulator", 36188, 72)]
+    assert rows[1]["paired_accuracy_lm"] == {"value": 0.7, "ci": [0.6, 0.7999999999999999], "n": 100}
+    assert rows[1]["paired_accuracy_neural"] is None and rows[1]["end_rate_human"]["value"] == 0.07
+    text = table(rows)
+    assert "| 0 (untuned base) | 0 | - | - | 0.950 [0.850, 1.050] |" in text
+    assert "| 72 | 36,188 | 0.600 [0.500, 0.700] | - | 0.700 [0.600, 0.800] | 19.0 [18.9, 19.1] |" in text
+    write(tmp_path / "curve", rows, {"steps": [72]})
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "curve.json").read_text())["table"] == text
