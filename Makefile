@@ -1,5 +1,5 @@
 # usersim: every stage is a make target; stages chain by paths under runs/$(PROFILE)/.
-#   make all              data -> train -> eval -> report on the embedded default (chitchat, Gemma-3-270M base)
+#   make all              data -> train -> decoding -> eval -> report on the embedded default (chitchat, Gemma-3-270M base)
 #   make all PROFILE=smoke  the same with a tiny random-initialised model (about a minute)
 #   make all PROFILE=quality  16x the training tokens, eval at >= 400 pairs (about 2 hours on 2 cores)
 #   make test             the test suite (what CI runs)

@@ -295,9 +295,11 @@ def test_published_folder_loads_as_the_card_says(tmp_path):
     doc["train_run"]["run_dir"] = str(train)
     (ev / "metrics.json").write_text(json.dumps(doc))
     fake_report(ev)
+    (train / "decoding.json").write_text(json.dumps({"chosen": {"temperature": 0.9, "top_p": 0.95, "end_bias": 0.5}}))
     folder = build_publish_folder(ev, "me/tiny")
     assert 'UserSimulator.from_pretrained("me/tiny")' in (folder / "README.md").read_text()
     sim = UserSimulator.from_pretrained(folder, device="cpu")
+    assert sim.decoding == {"temperature": 0.9, "top_p": 0.95, "end_bias": 0.5}  # the decoding travels with it
     turn = sim.respond([{"role": "assistant", "text": "Hi! How can I help?"}], goal="plan a hike", seed=0,
                        max_new_tokens=4)
     assert isinstance(turn.text, str)

@@ -31,6 +31,7 @@ from usersim.eval.failure_mode_table import SYSTEM_LABELS, systems_present
 from usersim.eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
                                  perplexity_rows)
 from usersim.eval.summary import EvalRun, EvalRunError, control_checks, fmt, load_eval_run, page_status, train_run_dir
+from usersim.simulator import DECODING_FILE
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md.j2"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -263,7 +264,8 @@ def build_publish_folder(eval_dir: str | Path, repo_id: str, output: str | Path 
     out = Path(output) if output else src.run.eval_dir / "publish"
     _check_output_dir(out)
     out.mkdir(parents=True)
-    for name in ADAPTER_FILES + TOKENIZER_FILES:
+    # decoding.json: the decoding chosen on validation users, which from_pretrained on the Hub repo uses too
+    for name in ADAPTER_FILES + TOKENIZER_FILES + (DECODING_FILE,):
         if (src.train_dir / name).is_file():
             shutil.copyfile(src.train_dir / name, out / name)
     for name in EVAL_FILES:
