@@ -295,7 +295,7 @@ class EndControl:
     Each row's end probability is the model's own probability of that whole sequence after its
     prompt (teacher-forced, one extra forward over the marker on a copy of the prompt's KV cache):
     ``p``. The row ends with probability ``sigmoid(logit(p) + bias)`` (one uniform from the row's
-    own generator; greedy rows end when that is >= 1/2); ``bias`` 0 keeps the model's own rate,
+    own stream; greedy rows end when that is >= 1/2); ``bias`` 0 keeps the model's own rate,
     ``bias`` > 0 ends more often. A row that does not end is not allowed to start with the marker's
     first token, so it cannot end a second way. ``logprobs`` is filled with each row's log ``p``.
     """
@@ -322,7 +322,7 @@ def end_logprobs(model: Any, cache: Any, logits: torch.Tensor, mask: torch.Tenso
 
 
 def end_decisions(logp: torch.Tensor, bias: float, sampler: "RowwiseSampler | None") -> list[bool]:
-    """Whether each row ends: a draw at probability sigmoid(logit(p) + bias), from the row's own generator."""
+    """Whether each row ends: a draw at probability sigmoid(logit(p) + bias), from the row's own stream."""
     log_odds = logp - torch.log(-torch.expm1(logp.clamp(max=-1e-7)))
     q = torch.sigmoid(log_odds + float(bias)).tolist()
     if sampler is None:
@@ -347,7 +347,7 @@ def decode_rows(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, eo
       and draws by a Gumbel-max race, which float-level logit differences between batch shapes do not move;
     * a row leaves the batch as soon as it ends (EOS, or one of ``stop_texts`` in its decoded text,
       checked every ``check_every`` steps), so the batch shrinks instead of waiting for its slowest row.
-    Greedy when ``sampler`` is None; otherwise each row draws from its own generator (RowwiseSampler),
+    Greedy when ``sampler`` is None; otherwise each row draws from its own stream (RowwiseSampler),
     so its tokens do not depend on its batch mates. ``banned_ids`` are never generated (control and
     unused tokens); ``end``: the explicit end-of-conversation decision (:class:`EndControl`), whose
     ended rows come back as exactly ``end.ids``.

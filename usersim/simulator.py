@@ -12,9 +12,10 @@ tokenisation and length policy the simulator was trained with; nothing here re-i
 format. This module imports ``data_prep`` and ``train`` only.
 
 Sampling and seeds
-    Every row of a batch samples from its *own* ``torch.Generator`` (seeded from the call's seed and
-    the row), inside a logits processor: ``model.generate`` runs greedy over scores in which only
-    the sampled token survives. So a row's text depends on its own seed and its own logits, not on
+    Every row of a batch samples from its *own* random stream (usersim.engine.RowwiseSampler: a hash of
+    the row's seed, the step and the token id), in the engine's decode loop or, with extra generation
+    options, inside a logits processor (``model.generate`` then runs greedy over scores in which only
+    the sampled token survives). So a row's text depends on its own seed and its own logits, not on
     which other rows share the batch or in what order. Same seed -> identical output. Batching can
     still change a sampled token in rare cases, because padding changes floating-point rounding of
     the logits (a draw that lands exactly on a probability boundary); greedy decoding

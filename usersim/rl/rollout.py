@@ -91,7 +91,7 @@ def sample_policy_turns(model: Any, tokenizer: Any, contexts: Sequence[Sequence[
                         top_k: int = 0) -> list[list[int]]:
     """One assistant turn per context: sampled token ids up to and including EOS (or ``max_new_tokens``).
 
-    Each row samples with its own generator (``RowwiseSampler``), so a row's turn depends on its
+    Each row samples with its own random stream (``RowwiseSampler``), so a row's turn depends on its
     seed and its context only; ``temperature=0`` decodes greedily.
     """
     from transformers import GenerationConfig, LogitsProcessorList
