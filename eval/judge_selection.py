@@ -15,7 +15,8 @@ disjoint from the test users, with the trained simulator, before any test item i
   decimals) go to the earlier judge of ``preference``. If no judge passes, the first of
   ``preference`` is taken and the reason says so.
 
-``usersim eval`` runs this when ``headline_judge: auto`` (the default); a named judge is used as
+``usersim eval`` runs this when ``headline_judge: auto`` (EvalConfig's default; configs/eval/default.yaml fixes
+lm); a named judge is used as
 given ("fixed in the config"). metrics.json["judge_selection"] holds the table and the reason; the
 other judges stay in every table.
 """
