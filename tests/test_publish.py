@@ -300,6 +300,10 @@ def test_published_folder_loads_as_the_card_says(tmp_path):
     assert 'UserSimulator.from_pretrained("me/tiny")' in (folder / "README.md").read_text()
     sim = UserSimulator.from_pretrained(folder, device="cpu")
     assert sim.decoding == {"temperature": 0.9, "top_p": 0.95, "end_bias": 0.5}  # the decoding travels with it
+    doc["decoding"] = {"source": "decoding.json", "temperature": 0.9, "top_p": 0.95, "end_bias": 0.5}
+    (ev / "metrics.json").write_text(json.dumps(doc))
+    card = (build_publish_folder(ev, "me/tiny", output=tmp_path / "again") / "README.md").read_text()
+    assert "temperature 0.9, top-p 0.95, an explicit end decision with bias 0.5" in card
     turn = sim.respond([{"role": "assistant", "text": "Hi! How can I help?"}], goal="plan a hike", seed=0,
                        max_new_tokens=4)
     assert isinstance(turn.text, str)

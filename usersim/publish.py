@@ -226,6 +226,8 @@ def card_context(src: PublishSources, repo_id: str, base_model: str | None) -> d
         "eval_git": str(run.metrics.get("git_revision") or "unknown"),
         "versions": run.metrics.get("versions") or {},
         "n_samples": len(run.samples),
+        "decoding": run.metrics.get("decoding") if (run.metrics.get("decoding") or {}).get("source") == "decoding.json"
+        else None,
     }
 
 
