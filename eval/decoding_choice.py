@@ -16,11 +16,12 @@
 
 The result goes to ``RUN_DIR/decoding.json`` (``chosen`` holds temperature, top_p, end_bias; the rest is
 the evidence), which ``UserSimulator.from_pretrained`` reads: eval (``decoding: run``), ``usersim chat``
-and the RL environment then decode that way.
+and the RL environment then decode that way; :func:`resolve_decoding` is how eval reads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from usersim.engine import end_chance
 from usersim.eval.config import EvalConfig
 from usersim.eval.failure_modes import end_auc
 from usersim.eval.items import other_users_items, select_items
@@ -54,9 +57,7 @@ def calibrate_end_bias(logps: Sequence[float], target_rate: float, *, lo: float 
 
 def expected_end_rate(logps: Sequence[float], bias: float) -> float:
     """mean_i sigmoid(logit p_i + bias): the share of rows the end decision ends (usersim.engine.EndControl)."""
-    lp = np.asarray(logps, float)
-    odds = lp - np.log(-np.expm1(np.minimum(lp, -1e-7)))
-    return float(np.mean(1.0 / (1.0 + np.exp(-(odds + bias)))))
+    return float(end_chance(torch.tensor(list(logps), dtype=torch.float64), bias).mean())
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -133,6 +134,24 @@ def choose_decoding(cfg: EvalConfig, sim: Any, pool: list[dict[str, Any]]) -> di
           f"{model_rate:.3f}, AUC {end['auc']:.3f} ({sum(ended_here)} ends); end_bias {chosen['end_bias']}")
     return {"chosen": chosen, "split": cfg.decoding_split, "seed": cfg.seed, "n_items": len(items),
             "n_users": len(set(users)), "judge": cfg.decoding_judge, "candidates": candidates, "end": end}
+
+
+def resolve_decoding(cfg: EvalConfig, sim: Any) -> tuple[EvalConfig, dict[str, Any]]:
+    """The config with the simulator's temperature / top_p resolved (``decoding: run`` reads the train run's
+    decoding.json), and what metrics.json["decoding"] records."""
+    if cfg.decoding not in ("run", "config"):
+        raise ValueError(f"decoding={cfg.decoding!r}: use run (the train run's decoding.json) or config")
+    chosen = dict(sim.decoding) if cfg.decoding == "run" else {}
+    resolved = dataclasses.replace(cfg, temperature=float(chosen.get("temperature", cfg.temperature)),
+                                   top_p=float(chosen.get("top_p", cfg.top_p)))
+    source = "decoding.json" if chosen else "eval config"
+    return resolved, {"source": source, "temperature": resolved.temperature, "top_p": resolved.top_p,
+                      "end_bias": chosen.get("end_bias")}
+
+
+def sim_end_bias(cfg: EvalConfig, sim: Any) -> float | None:
+    """The simulator's explicit end decision in this eval (None: it ends only by writing the marker)."""
+    return sim.decoding.get("end_bias") if cfg.decoding == "run" else None
 
 
 def main(cfg: EvalConfig) -> Path:

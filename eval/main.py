@@ -42,6 +42,7 @@ from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS
                                    control_verdict, judge_alpha, same_user_other_turns, split_users)
 from usersim.eval.discriminators import discriminate
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
+from usersim.eval.decoding_choice import resolve_decoding, sim_end_bias
 from usersim.eval.items import other_users_items, select_items
 from usersim.eval.judge_selection import AUTO, choose_headline_judge, validation_judge_scores
 from usersim.eval.judges import Judge, build_judges, item_context
@@ -275,24 +276,6 @@ def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict
             cfg.prompted, items, seed=cfg.seed, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
             show_progress=cfg.show_progress))
     return out
-
-
-def resolve_decoding(cfg: EvalConfig, sim: Any) -> tuple[EvalConfig, dict[str, Any]]:
-    """The config with the simulator's temperature / top_p resolved (``decoding: run`` reads the train run's
-    decoding.json), and what metrics.json["decoding"] records."""
-    if cfg.decoding not in ("run", "config"):
-        raise ValueError(f"decoding={cfg.decoding!r}: use run (the train run's decoding.json) or config")
-    chosen = dict(sim.decoding) if cfg.decoding == "run" else {}
-    resolved = dataclasses.replace(cfg, temperature=float(chosen.get("temperature", cfg.temperature)),
-                                   top_p=float(chosen.get("top_p", cfg.top_p)))
-    source = "decoding.json" if chosen else "eval config"
-    return resolved, {"source": source, "temperature": resolved.temperature, "top_p": resolved.top_p,
-                      "end_bias": chosen.get("end_bias")}
-
-
-def sim_end_bias(cfg: EvalConfig, sim: Any) -> float | None:
-    """The simulator's explicit end decision in this eval (None: it ends only by writing the marker)."""
-    return sim.decoding.get("end_bias") if cfg.decoding == "run" else None
 
 
 def perplexity_records(cfg: EvalConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

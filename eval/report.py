@@ -23,10 +23,11 @@ from typing import Any
 
 import jinja2
 
+from usersim.eval.eval_run import EvalRun, EvalRunError, load_eval_run
 from usersim.eval.failure_mode_table import SYSTEM_LABELS, failure_mode_lines, systems_present
 from usersim.eval.plots import Plot, failure_mode_chart, render_plots, write_plot_files
-from usersim.eval.summary import (JUDGES, NOT_COMPUTED, PERPLEXITY, EvalRun, EvalRunError, control_checks, direction, fmt,
-                                  fmt_band, fmt_ci, fmt_mde, load_eval_run, page_status, verdict_words)
+from usersim.eval.summary import (JUDGES, NOT_COMPUTED, PERPLEXITY, control_checks, direction, fmt, fmt_band, fmt_ci,
+                                  fmt_mde, page_status, verdict_words)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # samples.jsonl key of each system's turn

@@ -35,7 +35,15 @@ def test_the_wheel_builds_without_backend_warnings_and_ships_its_data(tmp_path):
     setuptools = pytest.importorskip("setuptools")
     if int(setuptools.__version__.split(".")[0]) < 77:
         pytest.skip(f"setuptools {setuptools.__version__} here; the build needs >= 77 (pip's isolated build gets it)")
-    root = PYPROJECT.parent
+    import shutil
+
+    # a copy of what the wheel is built from, so the build's own build/ and egg-info land in tmp_path
+    root = tmp_path / "src"
+    root.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PYPROJECT.parent / name, root / name)
+    for folder in ("usersim", "data_prep", "train", "eval"):
+        shutil.copytree(PYPROJECT.parent / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

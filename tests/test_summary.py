@@ -10,8 +10,8 @@ import pytest
 from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
 from usersim.eval.failure_mode_table import FAILURE_MODES
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
-from usersim.eval.summary import (EvalRunError, explain_flag, find_metric, fmt, fmt_ci, load_eval_run, main, page_status,
-                                  summary_lines)
+from usersim.eval.eval_run import EvalRunError, find_metric, load_eval_run
+from usersim.eval.summary import explain_flag, fmt, fmt_ci, main, page_status, summary_lines
 from synthetic_eval_run import HEADLINES, metric_rows, write_tree
 
 

@@ -20,8 +20,8 @@ class LoraSettings:
     # q/k/v/o + gate/up/down projections for the llama and gemma families.
     target_modules: list[str] = field(default_factory=list)
     # Adapt only the top N decoder layers (0 = every layer). The backward pass then stops at the lowest
-    # adapted layer, so a step costs about half as much with N = half the layers (bench: 2.1 s vs
-    # 4.3 s per 512-token step for Gemma-3-270M on 2 CPU cores, fp32).
+    # adapted layer, so a step costs about half as much with N = half the layers (one profile: 2.1 s vs
+    # 4.3 s per 512-token step for Gemma-3-270M on 2 CPU cores, fp32; at equal time it learned less).
     top_layers: int = 0
 
 

@@ -321,10 +321,16 @@ def end_logprobs(model: Any, cache: Any, logits: torch.Tensor, mask: torch.Tenso
     return logp
 
 
-def end_decisions(logp: torch.Tensor, bias: float, sampler: "RowwiseSampler | None") -> list[bool]:
-    """Whether each row ends: a draw at probability sigmoid(logit(p) + bias), from the row's own stream."""
+def end_chance(logp: torch.Tensor, bias: float) -> torch.Tensor:
+    """sigmoid(logit(p) + bias) for log-probabilities ``logp``: the chance the end decision ends a row."""
+    logp = logp.double()
     log_odds = logp - torch.log(-torch.expm1(logp.clamp(max=-1e-7)))
-    q = torch.sigmoid(log_odds + float(bias)).tolist()
+    return torch.sigmoid(log_odds + float(bias))
+
+
+def end_decisions(logp: torch.Tensor, bias: float, sampler: "RowwiseSampler | None") -> list[bool]:
+    """Whether each row ends: a draw at probability :func:`end_chance`, from the row's own stream."""
+    q = end_chance(logp, bias).tolist()
     if sampler is None:
         return [v >= 0.5 for v in q]
     return [u < v for u, v in zip(sampler.decision_uniforms(), q)]

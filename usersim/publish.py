@@ -27,10 +27,11 @@ from typing import Any
 import yaml
 
 from usersim.data_prep.prompt_format import STYLE_KEYS
+from usersim.eval.eval_run import EvalRun, EvalRunError, load_eval_run
 from usersim.eval.failure_mode_table import SYSTEM_LABELS, systems_present
 from usersim.eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
                                  perplexity_rows)
-from usersim.eval.summary import EvalRun, EvalRunError, control_checks, fmt, load_eval_run, page_status, train_run_dir
+from usersim.eval.summary import control_checks, fmt, page_status, train_run_dir
 from usersim.simulator import DECODING_FILE
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md.j2"
