@@ -63,4 +63,5 @@ def test_resolve_and_combine_skip_rewards_that_do_not_apply():
     assert combine({"a": math.nan, "b": 0.5}, {"a": 1.0, "b": 2.0}) == 1.0
     with pytest.raises(ValueError, match="unknown reward 'user_end'.*known rewards"):
         resolve_rewards({"user_end": 1.0})
-    assert set(REWARDS) == {"user_ended", "asks_answered", "discloses_elicited", "goal_progress"}
+    assert set(REWARDS) == {"user_ended", "asks_answered", "discloses_elicited", "goal_progress",
+                            "elicited_after_asking"}

@@ -35,7 +35,7 @@ class RLConfig:
     user_temperature: float | None = None  # the simulator's sampling temperature (null: the run's decoding.json)
     user_top_p: float | None = None  # the simulator's nucleus (null: the run's decoding.json)
     # Reward names and weights, summed (usersim.rl.rewards.REWARDS: user_ended, asks_answered,
-    # discloses_elicited, goal_progress).
+    # discloses_elicited, goal_progress, elicited_after_asking).
     rewards: dict[str, float] = field(default_factory=lambda: {"user_ended": 1.0, "goal_progress": 1.0})
 
     # --- policy ---

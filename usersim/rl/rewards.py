@@ -30,6 +30,22 @@ What each one measures, and what it does not:
 ``goal_progress``
     The mean of ``asks_answered`` and ``discloses_elicited`` over those that apply (``None`` when
     neither does).
+``elicited_after_asking``
+    The doctor's task in miniature: draw out what the user knows *by asking for it*. A fact of
+    ``knowledge_discloses`` is *disclosed* in the first user turn that holds at least
+    ``ELICITED_SHARE`` (half) of its content words; it is *elicited* when that turn directly follows
+    an assistant turn that asked for it, i.e. a question (the turn contains ``?``) that shares at
+    least one content word with the fact **or** holds one of the open invitations in
+    ``OPEN_INVITATIONS`` ("tell me more", "anything else", ...). A fact the user discloses unasked
+    (in the opening message, or after a turn that did not ask for it) is settled as *not* elicited
+    and cannot be counted later. Reward: the share of facts (with content words) elicited, minus
+    ``TURN_COST`` per assistant turn, so asking well beats asking long; it can be negative.
+    ``None`` when the scenario lists no fact with content words. It does **not** see paraphrase or
+    synonyms ("pets" does not ask for "dogs"), whether the answer is true or complete beyond the
+    share of words, or *why* the user answered; an open invitation counts as asking for every fact,
+    so a policy can append "anything else?" to every turn (drop the invitations from
+    ``OPEN_INVITATIONS`` for strictly targeted asking). Like ``discloses_elicited`` it is only as
+    good as the simulator: a simulator that answers anything it is asked makes it easy.
 
 Content words: lower-cased alphanumeric words of three letters or more, not in a small stop-word
 list, with a crude suffix strip (``-ing``, ``-ed``, ``-es``, ``-s``, then a final ``-e``) so "hikes", "hiking"
@@ -115,11 +131,51 @@ def goal_progress(transcript: "Transcript", scenario: "Scenario") -> float | Non
     return sum(parts) / len(parts) if parts else None
 
 
+# elicited_after_asking: share of a fact's content words a user turn must hold to disclose it; the cost of
+# each assistant turn; questions that invite the user to say anything (they ask for every fact).
+ELICITED_SHARE = 0.5
+TURN_COST = 0.02
+OPEN_INVITATIONS = ("tell me more", "tell me about yourself", "tell me about you", "anything else", "what else",
+                    "more about you", "about yourself")
+_INVITATION = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in OPEN_INVITATIONS) + r")\b")
+
+
+def asks_for(assistant_text: str, fact_words: set[str]) -> bool:
+    """Whether an assistant turn asks for a fact: a question sharing a content word with it, or an open invitation."""
+    if "?" not in assistant_text:
+        return False
+    return bool(content_words(assistant_text) & fact_words) or bool(_INVITATION.search(assistant_text.lower()))
+
+
+def elicited_after_asking(transcript: "Transcript", scenario: "Scenario") -> float | None:
+    """Share of ``knowledge_discloses`` facts first disclosed right after being asked for, minus ``TURN_COST`` a turn."""
+    facts = [words for words in (content_words(f) for f in scenario.condition.knowledge_discloses) if words]
+    if not facts:
+        return None
+    settled = [False] * len(facts)
+    elicited = 0
+    previous: dict[str, str] | None = None
+    for turn in transcript.turns:
+        if turn["role"] == "user":
+            said = content_words(turn["text"])
+            question = previous["text"] if previous is not None and previous["role"] == "assistant" else None
+            for i, fact in enumerate(facts):
+                if settled[i] or len(fact & said) < ELICITED_SHARE * len(fact):
+                    continue
+                settled[i] = True  # disclosed now: elicited if asked for, else volunteered and gone
+                if question is not None and asks_for(question, fact):
+                    elicited += 1
+        previous = turn
+    assistant_turns = sum(t["role"] == "assistant" for t in transcript.turns)
+    return elicited / len(facts) - TURN_COST * assistant_turns
+
+
 REWARDS: dict[str, RewardFn] = {
     "user_ended": user_ended,
     "asks_answered": asks_answered,
     "discloses_elicited": discloses_elicited,
     "goal_progress": goal_progress,
+    "elicited_after_asking": elicited_after_asking,
 }
 
 
