@@ -148,7 +148,7 @@ def asks_for(assistant_text: str, fact_words: set[str]) -> bool:
 
 
 def elicited_after_asking(transcript: "Transcript", scenario: "Scenario") -> float | None:
-    """Share of ``knowledge_discloses`` facts first disclosed right after being asked for, minus ``TURN_COST`` a turn."""
+    """Share of ``knowledge_discloses`` facts first disclosed right after being asked for, minus TURN_COST a turn."""
     facts = [words for words in (content_words(f) for f in scenario.condition.knowledge_discloses) if words]
     if not facts:
         return None
