@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from usersim.eval.llm_judge import LLMJudgeConfig
-from usersim.eval.prompted import PromptedConfig
+from usersim.prompted import PromptedConfig
 
 
 @dataclass
@@ -86,7 +86,7 @@ class EvalConfig:
     # never chosen as the headline judge automatically
     llm_judge: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
 
-    # the prompted baseline: an instruct model told to act as the user (usersim.eval.prompted; model "" = skip)
+    # the prompted baseline: an instruct model told to act as the user (usersim.prompted; model "" = skip)
     prompted: PromptedConfig = field(default_factory=PromptedConfig)
 
     # `usersim decoding` (usersim.eval.decoding_choice): the simulator's decoding chosen on held-out users of

@@ -65,10 +65,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from scipy.stats import binomtest
 
-from usersim.eval import prompted
 from usersim.eval.judges import Context
 from usersim.eval.permutation import ALPHA, CHANCE, Inference, cluster_robust_interval, permutation_inference
-from usersim.eval.prompted import EndpointError, api_key, chat_completions_url, redact
+import usersim.openai_http as openai_http
+from usersim.openai_http import EndpointError, api_key, chat_completions_url, redact
 from usersim.simulator import derive_seed
 
 NAME = "llm"
@@ -77,7 +77,7 @@ CUT_MARK = " [...] "
 NO_CONVERSATION = "(nothing yet: the candidate would be the user's first message)"
 
 # The HTTP call: (url, request body, key or None, timeout_s) -> the decoded JSON answer; raises
-# EndpointError when the request failed (usersim.eval.prompted.post_chat_completion, with its retries).
+# EndpointError when the request failed (usersim.openai_http.post_json, with its retries).
 Post = Callable[[str, Mapping[str, Any], "str | None", float], Mapping[str, Any]]
 
 
@@ -333,7 +333,7 @@ def llm_paired_discrimination(cfg: LLMJudgeConfig, real: Sequence[str], candidat
     Both sides of a pair answer ``contexts`` (the usual case); ``candidate_contexts`` gives the
     candidate side its own conversation, shown before it (e.g. a calibration pairing two humans' turns,
     each from its own conversation), as in usersim.eval.paired.paired_discrimination. ``post`` replaces
-    the HTTP call (default: usersim.eval.prompted.post_chat_completion); it signals a failed request
+    the HTTP call (default: usersim.openai_http.post_json); it signals a failed request
     by raising EndpointError. Pairs whose sides are empty or cut should be left out by the caller
     (usersim.eval.paired.complete_pairs), as for the other judges.
     """
@@ -349,7 +349,7 @@ def llm_paired_discrimination(cfg: LLMJudgeConfig, real: Sequence[str], candidat
     if n < 4 or n_users < 2:
         raise ValueError(f"paired discrimination needs >= 4 pairs from >= 2 users (got {n} pairs, {n_users} users)")
     key = api_key(cfg.api_key_env, f"{SETTING}.api_key_env")
-    call = post if post is not None else prompted.post_chat_completion
+    call = post if post is not None else openai_http.post_json
     url = chat_completions_url(cfg.endpoint)
     shown = public_url(url)
     real_first = order_coins(seed, n)

@@ -2,7 +2,7 @@
 
 The stage is a table of *systems* x *suites*. Systems write the next user turn of every held-out
 item from the same condition and history the human had: the trained simulator, the untuned base
-(same prompt), the prompted instruct model (usersim.eval.prompted), plus the controls' extra samples (a
+(same prompt), the prompted instruct model (usersim.prompted), plus the controls' extra samples (a
 second simulator sample, a hot simulator). Each system's turns are generated once; the suites are
 functions of the items and those turns: paired discrimination (the headline, usersim.eval.paired) with its
 controls (usersim.eval.controls), held-out perplexity, behavioural statistics and failure modes, each
@@ -270,7 +270,7 @@ def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict
                                                                           temperature=cfg.temperature, end_bias=None,
                                                                           **gen)])
     if cfg.prompted.model or cfg.prompted.endpoint:
-        from usersim.eval.prompted import generate_prompted_turns
+        from usersim.prompted import generate_prompted_turns
 
         out[PROMPTED] = SystemTurns.from_turns(generate_prompted_turns(
             cfg.prompted, items, seed=cfg.seed, device=cfg.device, trust_remote_code=cfg.trust_remote_code,

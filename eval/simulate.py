@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from usersim.data_prep.prompt_format import Condition
+from usersim.engine import length_order
 from usersim.simulator import SimulatorTurn, UserSimulator, derive_seed
 
 
@@ -103,11 +104,6 @@ def item_condition(item: Mapping[str, Any], override: Condition | Mapping[str, A
     """The condition to simulate an item under: the override if given, else the item's own."""
     chosen = override if override is not None else item.get("condition")
     return chosen if isinstance(chosen, Condition) else Condition.from_row(chosen)
-
-
-def length_order(lengths: Sequence[int]) -> list[int]:
-    """Indices sorted by length, longest first, ties in original order (deterministic)."""
-    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
 def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, use_adapter: bool = True, seed: int,

@@ -15,13 +15,13 @@ from local_chat_server import LocalChatServer, chat_payload, no_proxy_for_localh
 import numpy as np
 import pytest
 
-from usersim.eval import prompted
+from usersim import openai_http, prompted
 from usersim.eval.judges import Context
 from usersim.eval.llm_judge import (CUT_MARK, NO_CONVERSATION, LLMJudgeConfig, clip, judge_messages,
                                     llm_paired_discrimination, order_coins, pair_seed, parse_choice)
 from usersim.eval.paired import PairedResult
 from usersim.eval.permutation import Inference
-from usersim.eval.prompted import EndpointError
+from usersim.prompted import EndpointError
 
 SECRET = "sk-test-llm-judge-do-not-leak-7c1e"
 CANDIDATE = re.compile(r"Candidate ([12]):\n<<<\n(.*?)\n>>>", re.S)
@@ -52,7 +52,7 @@ class JudgeServer(LocalChatServer):
 @pytest.fixture(autouse=True)
 def _no_proxy_for_localhost(monkeypatch):
     no_proxy_for_localhost(monkeypatch)
-    monkeypatch.setattr(prompted, "RETRY_WAITS_S", (0.0, 0.0))
+    monkeypatch.setattr(openai_http, "RETRY_WAITS_S", (0.0, 0.0))
 
 
 def upper_share(text: str) -> float:

@@ -7,7 +7,8 @@ import torch
 
 from usersim.data_prep.prompt_format import Condition
 from usersim.data_prep.records import per_turn_items
-from usersim.eval.simulate import generate_turns, length_order
+from usersim.engine import length_order
+from usersim.eval.simulate import generate_turns
 from tiny_run import tiny_records
 from usersim.simulator import SimulatorTurn, UserSimulator
 

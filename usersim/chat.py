@@ -2,6 +2,10 @@
 
     usersim chat runs/default/train --goal "plan a weekend hike" --knows "I have two dogs" \\
         --asks "a good trail nearby" --style length=short,casing=lower --seed 0
+    usersim chat runs/default/train --user prompted      # the prompted baseline plays the user instead
+
+``--user`` picks any simulated-user backend (usersim.users: simulator, base, prompted,
+prompted-endpoint:URL, completions:URL).
 
 The session runs until the simulated user ends the conversation, or you type ``/quit`` (or send
 EOF, Ctrl-D). By default the simulated user speaks first, as in real chats (``--no-user-first``:
@@ -17,7 +21,8 @@ from typing import Any, Callable, TextIO
 
 from usersim.data_prep.prompt_format import STYLE_KEYS, Condition
 from usersim.data_prep.schema import ASSISTANT, USER, Turn
-from usersim.simulator import UserSimulator, derive_seed, make_condition
+from usersim.simulator import derive_seed, make_condition
+from usersim.users import USER_BACKENDS, load_user
 
 QUIT = "/quit"
 END_LINE = "[the simulated user ended the conversation]"
@@ -40,10 +45,12 @@ def parse_style(text: str | None) -> dict[str, str]:
     return style
 
 
-def run_chat(sim: UserSimulator, condition: Condition, *, read_line: Callable[[], str] | None = None,
+def run_chat(sim: Any, condition: Condition, *, read_line: Callable[[], str] | None = None,
              out: TextIO | None = None, seed: int = 0, user_first: bool = True,
              max_new_tokens: int = 64, echo: bool = False, **generation: Any) -> list[Turn]:
-    """The chat loop; returns the conversation. ``read_line`` returns one line ('' at EOF).
+    """The chat loop against any simulated user (usersim.users); returns the conversation.
+
+    ``read_line`` returns one line ('' at EOF).
 
     ``echo`` repeats each line read after the prompt (for piped stdin, so the transcript reads
     like the conversation).
@@ -87,7 +94,12 @@ def run_chat(sim: UserSimulator, condition: Condition, *, read_line: Callable[[]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="usersim chat", description="Talk to a user simulator: you play the assistant.")
-    p.add_argument("run_dir", help="train run directory (or a published adapter repo id when online)")
+    p.add_argument("run_dir", nargs="?", default="",
+                   help="train run directory (or a published adapter repo id when online); not needed by --user prompted")
+    p.add_argument("--user", default="simulator", metavar="BACKEND",
+                   help=f"who plays the user: {', '.join(USER_BACKENDS)} (endpoints: NAME:URL; default simulator)")
+    p.add_argument("--model", default="", help="the served model's name (prompted-endpoint, completions)")
+    p.add_argument("--api-key-env", default="", help="NAME of the environment variable holding the endpoint's key")
     p.add_argument("--persona", default="", help="who the user is, e.g. 'country: US; student'")
     p.add_argument("--goal", default="", help="what the user came for")
     p.add_argument("--knows", action="append", default=[], help="a fact the user knows and may reveal (repeatable)")
@@ -117,14 +129,20 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"usersim chat: {exc}", file=sys.stderr)
         return 2
     try:
-        sim = UserSimulator.from_pretrained(args.run_dir, base_model=args.base_model, device=args.device,
-                                            trust_remote_code=args.trust_remote_code)
+        sim = None
+        if args.user in ("simulator", "base") and args.run_dir:
+            from usersim.simulator import UserSimulator
+
+            sim = UserSimulator.from_pretrained(args.run_dir, base_model=args.base_model, device=args.device,
+                                                trust_remote_code=args.trust_remote_code)
+        user = load_user(args.user, run_dir=args.run_dir or None, model=args.model, api_key_env=args.api_key_env,
+                         device=args.device, trust_remote_code=args.trust_remote_code, simulator=sim)
     except (OSError, ValueError) as exc:
-        print(f"usersim chat: cannot load {args.run_dir!r}: {exc}", file=sys.stderr)
+        print(f"usersim chat: cannot load user {args.user!r} ({args.run_dir or 'no run dir'}): {exc}", file=sys.stderr)
         return 1
     generation = {"do_sample": not args.greedy, **{k: v for k, v in (("temperature", args.temperature),
                                                                       ("top_p", args.top_p)) if v is not None}}
-    run_chat(sim, condition, seed=args.seed, user_first=args.user_first, max_new_tokens=args.max_new_tokens,
+    run_chat(user, condition, seed=args.seed, user_first=args.user_first, max_new_tokens=args.max_new_tokens,
              echo=not sys.stdin.isatty(), **generation)
     return 0
 

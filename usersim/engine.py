@@ -15,6 +15,11 @@ from typing import Any, Sequence
 
 import torch
 
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices sorted by length, longest first, ties in original order (deterministic batching order)."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ``input_ids`` and ``attention_mask`` for a batch of token id lists."""
     width = max(len(p) for p in prompts)

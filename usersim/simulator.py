@@ -84,6 +84,19 @@ def derive_seed(*parts: Any) -> int:
     return int(stable_hash(*parts, n_hex=16), 16) & ((1 << 63) - 1)
 
 
+def row_seeds(seed: int | Sequence[int] | None, n: int) -> list[int]:
+    """Per-row seeds, the same rule in every backend (usersim.users): an int gives row ``i``
+    ``derive_seed(seed, i)``, a list is used as is (one per row), None draws fresh ones."""
+    if seed is None:
+        return torch.randint(0, 2**62, (n,)).tolist()
+    if isinstance(seed, int):
+        return [derive_seed(seed, i) for i in range(n)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{n} rows but {len(seeds)} seeds")
+    return seeds
+
+
 def as_turns(history: Sequence[Turn | Mapping[str, Any]]) -> list[Turn]:
     """History as :class:`Turn` objects; accepts ``Turn`` or ``{"role", "text"}`` dicts."""
     turns = []
@@ -214,7 +227,11 @@ def _download_adapter_repo(repo_id: str) -> Path:
 
 
 class UserSimulator:
-    """A causal LM (optionally with a LoRA adapter) that writes the next *user* turn of a chat."""
+    """A causal LM (optionally with a LoRA adapter) that writes the next *user* turn of a chat.
+
+    The local backend ``simulator`` of usersim.users (the one interface every simulated user shares)."""
+
+    name = "simulator"
 
     def __init__(self, model: Any, tokenizer: Any, *, max_prompt_tokens: int | None = None,
                  decoding: Mapping[str, Any] | None = None):
@@ -348,13 +365,7 @@ class UserSimulator:
         if len(conditions) != len(histories):
             raise ValueError(f"{len(histories)} histories but {len(conditions)} conditions")
         prompts = [self.prompt_ids(h, c) for h, c in zip(histories, conditions)]
-        if seed is None:
-            seeds: list[int] | None = None
-        elif isinstance(seed, int):
-            seeds = [derive_seed(seed, i) for i in range(len(prompts))]
-        else:
-            seeds = [int(s) for s in seed]
-        return self.generate_from_prompt_ids(prompts, seeds=seeds, **generation)
+        return self.generate_from_prompt_ids(prompts, seeds=row_seeds(seed, len(prompts)), **generation)
 
     @torch.inference_mode()
     def generate_from_prompt_ids(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int] | None = None,
@@ -416,10 +427,17 @@ class UserSimulator:
         eos = self.tokenizer.eos_token_id
         closed = eos in new_ids
         n = new_ids.index(eos) + 1 if closed else len(new_ids)
-        decoded = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)
-        text = clean_generated_text(decoded)
-        # a run-on into the next turn's marker also closes the turn (the text before it is whole)
-        closed = closed or text != decoded.strip()
-        if is_end_of_conversation(text):
-            return SimulatorTurn(text="", ends_conversation=True, tokens=n)
-        return SimulatorTurn(text=text, ends_conversation=False, tokens=n, hit_cap=not closed)
+        return turn_from_text(self.tokenizer.decode(new_ids[:n], skip_special_tokens=True), closed=closed, tokens=n)
+
+
+def turn_from_text(decoded: str, *, closed: bool, tokens: int) -> SimulatorTurn:
+    """A :class:`SimulatorTurn` from a decoded continuation (every backend of the simulator format).
+
+    ``closed``: generation stopped at the end of the turn (EOS or a stop string), not at the token cap.
+    A run-on into the next turn's marker also closes the turn (the text before it is whole).
+    """
+    text = clean_generated_text(decoded)
+    closed = closed or text != decoded.strip()
+    if is_end_of_conversation(text):
+        return SimulatorTurn(text="", ends_conversation=True, tokens=tokens)
+    return SimulatorTurn(text=text, ends_conversation=False, tokens=tokens, hit_cap=not closed)

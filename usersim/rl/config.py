@@ -13,6 +13,11 @@ class RLConfig:
     """Train an assistant policy with GRPO against a trained user simulator (multi-turn episodes)."""
 
     simulator_run: str = "runs/default/train"  # the simulator: a `usersim train` run dir (or a published adapter repo id)
+    # who plays the user (usersim.users): simulator (simulator_run), base (its adapter off), prompted
+    # (SmolLM2-135M-Instruct told to play the user), prompted-endpoint:URL, completions:URL (simulator_run served)
+    user: str = "simulator"
+    user_model: str = ""  # the served model's name (prompted-endpoint, completions)
+    user_api_key_env: str = ""  # NAME of the env var holding that endpoint's key (never the key)
     output_dir: str = "runs/default/rl"  # the run directory this stage writes
     seed: int = 0  # the one seed: scenario subset, episodes, policy sampling and TRL's own seed derive from it
     device: str = ""  # "" = cuda when available, else cpu; the policy and the simulator share it

@@ -60,8 +60,11 @@ def check_config(cfg: RLConfig) -> None:
                          f"num_generations ({cfg.num_generations})")
     if cfg.policy_temperature <= 0:
         raise ValueError("policy_temperature must be > 0: GRPO needs sampled episodes")
+    from usersim.users import parse_user_spec
+
+    kind, _ = parse_user_spec(cfg.user)
     run = cfg.simulator_run
-    if not Path(run).is_dir() and (run.count("/") != 1 or run.startswith((".", "/", "~", "runs/"))):
+    if kind in ("simulator", "base", "completions") and not Path(run).is_dir() and (run.count("/") != 1 or run.startswith((".", "/", "~", "runs/"))):
         raise FileNotFoundError(f"simulator run {cfg.simulator_run!r} not found: train one first "
                                 "(make train, or make all PROFILE=smoke)")
 
@@ -160,7 +163,7 @@ def main(cfg: RLConfig) -> Path:
     import torch
     from transformers import set_seed
 
-    from usersim.simulator import UserSimulator
+    from usersim.users import load_user
 
     set_seed(cfg.seed)
     check_config(cfg)
@@ -168,7 +171,8 @@ def main(cfg: RLConfig) -> Path:
     write_run_dir_header(out_dir, cfg, cfg.seed, "rl")
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.time()
-    simulator = UserSimulator.from_pretrained(cfg.simulator_run, device=device)
+    simulator = load_user(cfg.user, run_dir=cfg.simulator_run, model=cfg.user_model, api_key_env=cfg.user_api_key_env,
+                          device=device)
     scenarios = load_scenarios(cfg)
     trainer, rollout = build_trainer(cfg, simulator, scenarios, out_dir)
     recorder = StepRecorder(rollout)
@@ -179,6 +183,7 @@ def main(cfg: RLConfig) -> Path:
     metrics = {
         "steps": recorder.steps,
         "simulator_run": cfg.simulator_run,
+        "user": cfg.user,
         "policy_model": policy_path(cfg),
         "scenarios": len(scenarios),
         "rewards": dict(cfg.rewards),

