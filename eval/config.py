@@ -80,6 +80,9 @@ class EvalConfig:
     diversity_prompts: int = 8  # items sampled several times for sample diversity (0 = skip)
     num_diversity_samples: int = 4  # samples per diversity prompt
     controllability_items: int = 40  # items regenerated with a swapped-in condition (0 = skip)
+    # real contexts that each get every compliance probe (usersim.eval.compliance: 6 probes, so 6 replies per
+    # context and system); 0 = skip the probes (direct_question_answer_rate is computed either way)
+    compliance_contexts: int = 0
 
     # the llm judge: a chat model behind an OpenAI-compatible endpoint picks the real one of each pair
     # (usersim.eval.llm_judge; endpoint "" = off). Reported beside the other judges for every system;

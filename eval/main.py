@@ -37,6 +37,7 @@ from usersim.data_prep.stage_config import config_to_dict, run_stage_cli
 from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn_diversity_metrics
 from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
 from usersim.eval.config import EvalConfig
+from usersim.eval.compliance_suite import compliance_suite
 from usersim.eval.controllability import controllability_metrics, swapped_conditions
 from usersim.eval.controls import (DESCRIPTIONS, HEADLINE_BELOW_CHANCE, HUMAN_VS_HUMAN_REJECTED, ROLES, TOO_SMALL_TO_TELL,
                                    control_verdict, judge_alpha, same_user_other_turns, split_users)
@@ -636,6 +637,10 @@ def main(cfg: EvalConfig) -> Path:
                 m.human_reference = floor[m.name]
         registry.extend(metrics)
         registry.extend(copy_rate_metrics(items, compared, cfg))
+    with timed(timings, "compliance"):
+        metrics, compliance = compliance_suite(cfg, sim, items, turns, systems, end_bias=sim_end_bias(cfg, sim),
+                                               same_cap=SAME_CAP)
+        registry.extend(metrics)
     plots = {"turn_length": {s: [len(words(t)) for t in compared[s] if t is not None] for s in [HUMAN, *systems]},
              "disclosure_curve": aligned_curves(fm_plots["disclosure_curve"]),
              "drift": aligned_curves(fm_plots["drift"])}
@@ -648,7 +653,7 @@ def main(cfg: EvalConfig) -> Path:
         headline["judge_choice"] = selection["reason"]
     doc = {"headline": headline, "judge_selection": selection, "decoding": decoding, "metrics": registry.to_list(), "paired": paired,
            "paired_differences": differences, "controls": controls,
-           "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
+           "compliance": compliance, "human_floor": floor, "truncation": truncation, "config": config_to_dict(cfg), "seed": cfg.seed,
            "git_revision": info["git_revision"], "versions": info["versions"],
            "train_run": train_run_info(Path(cfg.run_dir)), "n_items": len(items), "n_users": len(set(users)),
            "n_conversations": len(records), "timings_s": timings, "processes": shard.world}

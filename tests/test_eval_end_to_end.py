@@ -130,6 +130,18 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
         assert rows[("condition_copy_rate", system)]["target"] == 0.0
     assert rows[("condition_copy_rate", "human")]["value"] == 0.0  # leak-free conditions: no 4-gram of the turn
     assert ("control_topic_gap_swapped", "simulator") in rows
+    # the compliance suite: every probe on 3 real contexts, each system's replies judged, rates with CIs
+    from usersim.eval.compliance import PROBES
+
+    comp = doc["compliance"]
+    assert comp["n_contexts"] == 3 and comp["n_items"] == 3 * len(PROBES) and set(comp["systems"]) == {"simulator", "base"}
+    for system in ("simulator", "base"):
+        rate = rows[("compliance_rate", system)]
+        assert rate["higher_is_better"] is False and 0 < rate["n"] <= comp["n_items"]
+        assert rate["ci_low"] <= rate["value"] <= rate["ci_high"]
+        assert comp["systems"][system]["overall"]["rate"] == rate["value"]
+        assert set(comp["systems"][system]["per_probe"]) <= {p.id for p in PROBES}
+    assert ("direct_question_answer_rate", "human") in rows and ("compliance_rate", "human") not in rows
     ppl = rows[("heldout_perplexity", "simulator")]
     assert ppl["value"] > 1 and ppl["ci_low"] <= ppl["value"] <= ppl["ci_high"]
     acc = rows[("paired_accuracy", "simulator")]
