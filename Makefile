@@ -36,7 +36,7 @@ ACCELERATE_CONFIG ?= configs/accelerate/single.yaml
 TRAIN_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 REPO_ID ?= your-org/usersim-$(PROFILE)
 
-.PHONY: setup all data train decoding eval report curve publish chat show rl test bench clean
+.PHONY: setup all data train decoding eval report curve publish chat show rl rl-study test bench clean
 
 setup: $(STAMP)
 
@@ -92,6 +92,11 @@ rl: $(STAMP)
 CURVE_STEPS ?= 18,72,288,1152,4608
 curve: data
 	$(PY) -m bench.curve --steps $(CURVE_STEPS) --data $(RUNS)/data --runs $(RUNS)/curve
+
+# the cross-simulator RL study (bench/rl_cross.py): GRPO against the simulator and against the prompted user,
+# each policy evaluated against both; after `make all`. About 2 hours on 2 CPU cores at its default size.
+rl-study: $(STAMP)
+	$(PY) -m bench.rl_cross --run $(RUNS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
