@@ -94,7 +94,8 @@ curve: data
 	$(PY) -m bench.curve --steps $(CURVE_STEPS) --data $(RUNS)/data --runs $(RUNS)/curve
 
 # the cross-simulator RL study (bench/rl_cross.py): GRPO against the simulator and against the prompted user,
-# each policy evaluated against both; after `make all`. About 2 hours on 2 CPU cores at its default size.
+# each policy evaluated against both; after `make all`. Sized by its flags (bench/rl_cross.py --help); its default
+# size has not been timed on 2 CPU cores yet (see BENCHMARKS.md)
 rl-study: $(STAMP)
 	$(PY) -m bench.rl_cross --run $(RUNS)
 

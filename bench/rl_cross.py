@@ -19,7 +19,8 @@ assistant asked for them, minus a small cost per assistant turn. Training scenar
 validation users, evaluation scenarios from test users (no user in both).
 
 Writes bench/results/rl_cross.json (table, curves, settings, timings) and bench/results/rl_cross.png.
-Sized by flags; ``--quick`` is the CPU setting (about 2 hours on 2 cores, see BENCHMARKS.md).
+Sized by flags (steps, scenarios, episodes, turn caps); the defaults are a first CPU-sized guess that has
+not been timed end to end yet.
 """
 
 from __future__ import annotations
