@@ -104,7 +104,7 @@ def score(real: tuple, candidate: tuple, *, neural: bool = True, lm: Judge | Non
 def cli(argv: list[str] | None = None) -> int:
     import sys
 
-    from usersim.eval.main import json_safe
+    from usersim.eval.outputs import json_safe
 
     parser = argparse.ArgumentParser(prog="usersim discriminate",
                                      description="score candidate user turns against real human turns")

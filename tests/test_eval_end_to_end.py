@@ -12,7 +12,9 @@ from usersim.data_prep.records import per_turn_items  # noqa: E402
 from usersim.data_prep.stage_config import load_config  # noqa: E402
 from usersim.eval.config import EvalConfig  # noqa: E402
 from usersim.eval.items import select_items  # noqa: E402
-from usersim.eval.main import aligned_curves, cli, format_table  # noqa: E402
+from usersim.eval.behaviour_suite import aligned_curves  # noqa: E402
+from usersim.eval.main import cli  # noqa: E402
+from usersim.eval.outputs import format_table  # noqa: E402
 from usersim.eval.registry import Metric  # noqa: E402
 from metrics_contract import validate_metrics_json  # noqa: E402
 

@@ -17,7 +17,7 @@ import pytest
 from usersim.eval.config import EvalConfig
 from usersim.eval.discriminate_cli import cli
 from usersim.eval.judges import FAST
-from usersim.eval.main import run_paired
+from usersim.eval.discrimination_suite import run_paired
 from usersim.eval.metrics import MODULES, module_path
 from real_turns import chitchat_user_turns, disjoint_user_samples
 
