@@ -130,7 +130,7 @@ class ModelServer(LocalChatServer):
                 logp = torch.log_softmax(self.sim.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
             values = [None] + [float(logp[k - 1, ids[k]]) for k in range(1, len(ids))] + [-1.0]
             return 200, {"choices": [{"text": "", "finish_reason": "length", "logprobs": {"token_logprobs": values}}],
-                         "usage": usage}
+                         "usage": {**usage, "completion_tokens": 1}}
         return 200, {"choices": [{"text": self.write, "finish_reason": "stop"}], "usage": usage}
 
 

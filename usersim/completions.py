@@ -152,10 +152,14 @@ class CompletionsUser:
                 "temperature": 0.0}
         if self.cfg.prompt_as == "text":  # the marker's tokens as the server tokenises the whole text
             body["prompt"] = self.tokenizer.decode(list(prompt) + list(end_ids))
-        choice = _choice(post_json(self.url, body, self.key, self.cfg.timeout_s))
+        payload = post_json(self.url, body, self.key, self.cfg.timeout_s)
+        choice = _choice(payload)
         values = ((choice.get("logprobs") or {}).get("token_logprobs") or [])
-        # echo returns the prompt's log-probabilities first, then the one generated token's
-        tail = values[len(prompt):len(prompt) + len(end_ids)]
+        # echo returns the prompt's log-probabilities, then the generated token's (if one was generated); the
+        # marker's are the last of the prompt's, counted from the end so a server's own BOS does not shift them
+        generated = int((payload.get("usage") or {}).get("completion_tokens", 1) or 0)
+        stop = len(values) - generated
+        tail = values[stop - len(end_ids):stop] if stop >= len(end_ids) else []
         if len(tail) != len(end_ids) or any(v is None for v in tail):
             raise EndpointError(f"{self.url} returned no prompt log-probabilities (echo + logprobs), which the "
                                 "explicit end decision needs: serve with prompt logprobs on, or use end_bias=None")
