@@ -22,7 +22,8 @@ from usersim.data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, j
                                             persona_from_history, persona_head, scrub_condition, split_persona)
 from usersim.data_prep.dedupe import normalise_text
 from usersim.data_prep.leakage import condition_text, ngram_set, shares_span, word_ngrams, word_ngrams_of
-from usersim.data_prep.main import condition_row_to_dict, frame_row, iter_frame_ids, iter_frames, stage_frame
+from usersim.data_prep.condition_pass import condition_row_to_dict
+from usersim.data_prep.staging import frame_row, iter_frame_ids, iter_frames, stage_frame
 from usersim.data_prep.prompt_format import Condition
 from usersim.data_prep.schema import Conversation, Turn
 
@@ -256,7 +257,7 @@ def test_rank_typical_openers_matches_pairwise_definition():
 
 
 def test_conversations_travel_to_workers_unchanged():
-    from usersim.data_prep.main import conversation_tuple, tuple_conversation
+    from usersim.data_prep.staging import conversation_tuple, tuple_conversation
 
     conv = Conversation(id="c", source="s", user_id="u", turns=[Turn("user", "hi"), Turn("assistant", "é")],
                         metadata={"a": [1]}, location="f:1", group_id="g", other_user_ids=["v"])

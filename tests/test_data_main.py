@@ -7,7 +7,8 @@ from datasets import load_from_disk
 
 import usersim.data_prep.adapters as adapters
 from usersim.data_prep.config import DataPrepConfig, SourceConfig, SplitConfig
-from usersim.data_prep.main import SourceCounts, main
+from usersim.data_prep.clean_pass import SourceCounts
+from usersim.data_prep.main import main
 from usersim.data_prep.schema import Conversation, Quarantined, Reason, Turn
 from usersim.data_prep.show import cli as show_cli
 
