@@ -83,5 +83,7 @@ class DataPrepConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)  # what is kept
     split: SplitConfig = field(default_factory=SplitConfig)  # by-user train/validation/test fractions
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)  # persona/goal/knowledge/style
-    num_proc: int = 1  # worker processes for cleaning and conditioning (1 = all in this process); output is the same
+    # worker processes for cleaning and conditioning: 0 = one per CPU core this process may use, 1 = all in this
+    # process; the output is the same for any value
+    num_proc: int = 0
     show_progress: bool = True  # tqdm progress bars

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,7 +53,7 @@ from usersim.data_prep.clean_pass import stream_sources
 from usersim.data_prep.condition_pass import (Conditioner, condition_tasks, import_output_modules, output_schemas,
                                               write_dataset)
 from usersim.data_prep.staging import LineWriter, user_heads
-from usersim.data_prep.workers import make_pool
+from usersim.data_prep.workers import make_pool, resolve_num_proc
 
 def check_no_held_out_leak(train_folder: Path, held_out_users: set[str]) -> int:
     """:func:`~usersim.data_prep.split.assert_no_held_out_leak` over the written training rows (read back
@@ -70,6 +71,7 @@ def check_no_held_out_leak(train_folder: Path, held_out_users: set[str]) -> int:
 
 def main(cfg: DataPrepConfig) -> Path:
     random.seed(cfg.seed)  # nothing below draws at random; the split is a hash of (seed, user id)
+    cfg = replace(cfg, num_proc=resolve_num_proc(cfg.num_proc))
     started = time.time()
     annotator = make_annotator(cfg.conditioning.annotator)  # a bad annotator config fails before reading
     out = Path(cfg.output_dir)

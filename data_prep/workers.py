@@ -8,6 +8,7 @@ workers run and read the config with :func:`worker_config`.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
@@ -21,6 +22,19 @@ _WORKER_CFG: DataPrepConfig | None = None  # the stage config in a worker proces
 def _init_worker(cfg: DataPrepConfig) -> None:
     global _WORKER_CFG
     _WORKER_CFG = cfg
+
+
+def resolve_num_proc(num_proc: int) -> int:
+    """``num_proc`` as a process count: 0 = the CPU cores this process may run on (its affinity mask, so a
+    container's or ``taskset``'s limit is respected), else the number given."""
+    if num_proc < 0:
+        raise ValueError(f"num_proc must be >= 0 (0 = one per core), got {num_proc}")
+    if num_proc:
+        return num_proc
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def make_pool(cfg: DataPrepConfig) -> Any:

@@ -190,3 +190,16 @@ def test_cli_with_overrides(tmp_path, fake_adapter, capsys):
     with pytest.raises(SystemExit):
         cli(["--output_dir", str(tmp_path / "x"), "sed=5"])
     assert "did you mean 'seed'" in capsys.readouterr().err
+
+
+def test_num_proc_zero_means_one_process_per_usable_core(monkeypatch):
+    import os
+
+    from usersim.data_prep.config import DataPrepConfig
+    from usersim.data_prep.workers import resolve_num_proc
+
+    assert DataPrepConfig().num_proc == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 5}, raising=False)
+    assert resolve_num_proc(0) == 3 and resolve_num_proc(1) == 1 and resolve_num_proc(4) == 4
+    with pytest.raises(ValueError, match="num_proc must be >= 0"):
+        resolve_num_proc(-1)
