@@ -99,3 +99,66 @@ def test_a_custom_reward_with_spread_moves_the_policy(tiny_run_dir, tiny_sim, tm
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
     assert changed, "one GRPO step with non-zero advantages must change the policy"
     assert rollout.calls == 1 and "reward/short" in rollout.last_stats
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_policy():
+    from usersim.train.tiny_model import build_tiny_model, train_tiny_tokenizer
+
+    tok = train_tiny_tokenizer(["hello there how can I help", "system user assistant"] * 10, vocab_size=300)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.eos_token = "<|im_end|>"
+    tok.chat_template = CHATML
+    return build_tiny_model(tok, hidden_size=32, seed=3), tok
+
+
+def test_an_instruct_policy_sees_its_chat_template_and_its_tokens_stay_its_own(tiny_sim, chat_policy):
+    from usersim.rl.rollout import ChatTemplateFormat, policy_format
+
+    model, tokenizer = chat_policy
+    assert isinstance(policy_format(tokenizer), ChatTemplateFormat)
+    rollout = SimulatorRollout(tiny_sim, scenarios(), max_turns=3, policy_max_new_tokens=6,
+                               user_generation={"max_new_tokens": 6})
+    episodes, infos = rollout.play(model, tokenizer, scenarios() * 2, seeds=[1, 2, 3, 4])
+    fmt, eos = ChatTemplateFormat(tokenizer), tokenizer.eos_token_id
+    for ep, info in zip(episodes, infos):
+        turns = info["transcript"].turns
+        opening = turns[0]["text"] if info["opener"] == "user" else None
+        assert ep.prompt_ids == fmt.prompt_ids(opening)
+        policy_runs, env_runs, start = [], [], 0
+        for i in range(1, len(ep.env_mask) + 1):
+            if i == len(ep.env_mask) or ep.env_mask[i] != ep.env_mask[start]:
+                (policy_runs if ep.env_mask[start] else env_runs).append(ep.completion_ids[start:i])
+                start = i
+        assert [fmt.message_text(ids) for ids in policy_runs] == [t["text"] for t in turns if t["role"] == "assistant"]
+        users_after = [t["text"] for t in turns[(1 if opening is not None else 0):] if t["role"] == "user"]
+        for k, ids in enumerate(env_runs):
+            closing = [] if policy_runs[k][-1] == eos else [eos]
+            assert ids == closing + fmt.user_turn_ids(users_after[k])
+        # what the policy was trained on reads, as text, as its own template's rendering of the conversation
+        # (a turn cut by the token cap is closed by the environment with the end-of-turn token)
+        msgs = [{"role": "user", "content": opening if opening is not None else
+                 "(The user is waiting for you to start the conversation.)"}]
+        for k, ids in enumerate(policy_runs):
+            msgs.append({"role": "assistant", "content": tokenizer.decode(ids[:-1] if ids[-1] == eos else ids)})
+            if k < len(env_runs):
+                msgs.append({"role": "user", "content": users_after[k]})
+        rendered = tokenizer.apply_chat_template([{"role": "system", "content": fmt.system}] + msgs, tokenize=False)
+        text = tokenizer.decode(ep.prompt_ids + ep.completion_ids)
+        assert len(text) > len(tokenizer.decode(ep.prompt_ids)) and rendered.startswith(text)
+
+
+def test_a_template_that_does_not_extend_conversations_is_refused():
+    from transformers import AutoTokenizer  # noqa: F401
+
+    from usersim.rl.rollout import ChatTemplateFormat
+    from usersim.train.tiny_model import train_tiny_tokenizer
+
+    tok = train_tiny_tokenizer(["hello"] * 5, vocab_size=280)
+    tok.chat_template = "{{ messages[-1]['content'] }}{% if add_generation_prompt %}>{% endif %}"
+    with pytest.raises(ValueError, match="does not extend a conversation"):
+        ChatTemplateFormat(tok)

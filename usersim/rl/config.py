@@ -47,6 +47,9 @@ class RLConfig:
     # The assistant being trained: an HF id or local checkpoint dir, or "simulator_base" = the
     # simulator's own base checkpoint (a base LM playing the assistant through the plain transcript format).
     policy_model: str = "simulator_base"
+    # how the policy sees the conversation: auto = its chat template when its tokenizer has one, else the plain
+    # transcript (User: / Assistant: markers); chat | plain force one (usersim.rl.rollout.policy_format)
+    policy_format: str = "auto"
     trust_remote_code: bool = False  # let transformers run model code shipped with the policy checkpoint
     dtype: str = "float32"  # float32 | bfloat16 | float16 for the policy's weights
     lora_r: int = 16  # LoRA rank on the policy (0 = train every weight)

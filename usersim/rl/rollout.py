@@ -20,9 +20,12 @@ What TRL gets back, per episode, in the *policy's* token space:
 - ``transcript`` and ``scenario``: one per episode, forwarded by TRL to the reward functions
   (see :func:`trl_reward_functions`).
 
-The policy sees a plain-text transcript (:class:`PlainTranscriptFormat`: ``User: ``/``Assistant: ``
-markers, each turn closed by EOS), which any causal LM can continue, base or instruct. Chat
-templates are not used. The policy never sees the user's condition (persona, goal, knowledge).
+An instruct policy sees the conversation through its own chat template (:class:`ChatTemplateFormat`:
+a system message, then the user's and its own messages); a policy without one sees a plain-text
+transcript (:class:`PlainTranscriptFormat`: ``User: ``/``Assistant: `` markers, each turn closed by
+EOS), which any causal LM can continue (``policy_format``: auto, chat or plain). Either way the
+policy's sampled tokens go to TRL unchanged, never re-tokenised. The policy never sees the user's
+condition (persona, goal, knowledge).
 """
 
 from __future__ import annotations
@@ -85,6 +88,72 @@ class PlainTranscriptFormat:
         return clean_generated_text(self.tokenizer.decode(list(turn_ids), skip_special_tokens=True))
 
 
+CHAT_SYSTEM = "You are a helpful assistant."
+ASSISTANT_OPENS_CUE = "(The user is waiting for you to start the conversation.)"
+_PROBE = ("usersim-probe-user", "usersim-probe-assistant")  # placeholder turns to find the template's pieces
+
+
+class ChatTemplateFormat:
+    """The policy's view through its own chat template (instruct policies): system, user and assistant messages.
+
+    The prompt is the template's rendering with the generation prompt. After a policy turn (which ends at
+    the template's end-of-turn token, the tokenizer's EOS), the environment writes the rest of what the
+    template puts between that token and the next assistant message: the template's text after the
+    assistant's end-of-turn token, the user message, the next generation prompt. Found once by rendering
+    placeholder turns, so any template whose rendering of a longer conversation extends that of a shorter
+    one (ChatML, Llama 3, Gemma, SmolLM2, ...) works; others are refused with a clear error.
+    """
+
+    def __init__(self, tokenizer: Any, system: str = CHAT_SYSTEM):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the policy tokenizer has no chat template: use the plain transcript format")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the policy tokenizer has no EOS token (the end of an assistant turn)")
+        self.tokenizer = tokenizer
+        self.system = system
+        self.eos_text = tokenizer.decode([tokenizer.eos_token_id])
+        user, assistant = _PROBE
+        first = self._render([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}], False)
+        longer = self._render([{"role": "user", "content": user}, {"role": "assistant", "content": assistant},
+                               {"role": "user", "content": user}], True)
+        end = first.rfind(self.eos_text)
+        if not longer.startswith(first) or end < first.rfind(assistant):
+            raise ValueError("the policy's chat template does not extend a conversation by appending to it (or its "
+                             "assistant turns do not end with the EOS token); use the plain transcript format")
+        between = longer[len(first):]
+        self._after_eos = first[end + len(self.eos_text):]
+        cut = between.index(user)
+        self._before_user, self._after_user = between[:cut], between[cut + len(user):]
+
+    def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+        msgs = ([{"role": "system", "content": self.system}] if self.system else []) + messages
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, opening_user_message: str | None) -> list[int]:
+        opening = opening_user_message if opening_user_message is not None else ASSISTANT_OPENS_CUE
+        return self._ids(self._render([{"role": "user", "content": opening}], True))
+
+    def user_turn_ids(self, text: str) -> list[int]:
+        """After the policy's end-of-turn token: the template's pieces around the user message."""
+        return self._ids(self._after_eos + self._before_user + text + self._after_user)
+
+    def message_text(self, turn_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(turn_ids), skip_special_tokens=True).strip()
+
+
+def policy_format(tokenizer: Any, kind: str = "auto") -> Any:
+    """The policy's view: ``plain`` (PlainTranscriptFormat), ``chat`` (ChatTemplateFormat) or ``auto`` (chat when
+    the tokenizer has a chat template)."""
+    if kind not in ("auto", "plain", "chat"):
+        raise ValueError(f"policy_format must be auto, plain or chat, got {kind!r}")
+    if kind == "chat" or (kind == "auto" and getattr(tokenizer, "chat_template", None)):
+        return ChatTemplateFormat(tokenizer)
+    return PlainTranscriptFormat(tokenizer)
+
+
 @torch.no_grad()
 def sample_policy_turns(model: Any, tokenizer: Any, contexts: Sequence[Sequence[int]], seeds: Sequence[int],
                         max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
@@ -135,7 +204,8 @@ class SimulatorRollout:
 
     ``simulator``: a ``UserSimulator``; ``scenarios``: the scenarios the GRPO dataset's prompts
     name (``prompt`` = scenario id, see :meth:`prompts`); ``max_turns``: assistant messages per
-    episode; ``policy_max_new_tokens`` / ``policy_temperature`` / ``policy_top_p``: the policy's
+    episode; ``policy_format``: the policy's view (:func:`policy_format`: ``auto`` = its chat template
+    when it has one, else the plain transcript); ``policy_max_new_tokens`` / ``policy_temperature`` / ``policy_top_p``: the policy's
     sampling (keep the temperature equal to GRPOConfig's ``temperature``, which TRL uses to score
     the tokens); ``user_generation``: the simulator's sampling; ``rewards``: names with weights or
     ``{name: (function, weight)}`` (see :class:`BatchUserSimEnv`); ``seed``: rollouts are seeded from
@@ -146,7 +216,7 @@ class SimulatorRollout:
                  policy_max_new_tokens: int = 48, policy_temperature: float = 1.0, policy_top_p: float = 1.0,
                  user_generation: Mapping[str, Any] | None = None,
                  rewards: Mapping[str, float] | Mapping[str, tuple[RewardFn, float]] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, policy_format: str = "auto"):
         self.scenarios = {s.id: s for s in scenarios}
         if len(self.scenarios) != len(scenarios):
             raise ValueError("scenario ids must be unique: they are the GRPO prompts")
@@ -156,6 +226,7 @@ class SimulatorRollout:
         self.policy_temperature = float(policy_temperature)
         self.policy_top_p = float(policy_top_p)
         self.seed = int(seed)
+        self.policy_format = policy_format
         self.calls = 0
         self.last_stats: dict[str, float] = {}
         self.last_transcripts: list[dict[str, Any]] = []
@@ -187,7 +258,7 @@ class SimulatorRollout:
     def play(self, model: Any, tokenizer: Any, scenarios: Sequence[Scenario],
              seeds: Sequence[int]) -> tuple[list[EpisodeTokens], list[dict[str, Any]]]:
         """Play one episode per (scenario, seed); returns their token sequences and the final env infos."""
-        fmt = PlainTranscriptFormat(tokenizer)
+        fmt = policy_format(tokenizer, self.policy_format)
         observations, infos = self.env.reset(seeds=seeds, scenarios=scenarios)
         episodes = [EpisodeTokens(prompt_ids=fmt.prompt_ids(obs if info["opener"] == "user" else None),
                                   completion_ids=[], env_mask=[]) for obs, info in zip(observations, infos)]
