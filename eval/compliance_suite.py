@@ -37,6 +37,11 @@ def _rate_metric(name: str, system: str, rate: Mapping[str, Any], description: s
                   description)
 
 
+def compliance_metric(system: str, overall: Mapping[str, Any]) -> Metric:
+    """The ``compliance_rate`` row of one system from ``compliance_rates(...)["overall"]``."""
+    return _rate_metric("compliance_rate", system, overall, COMPLIANCE_DESCRIPTION, False)
+
+
 def answer_rate_metrics(items: Sequence[Mapping[str, Any]], turns: Mapping[str, SystemTurns], systems: Sequence[str],
                         *, n_boot: int, seed: int) -> list[Metric]:
     """``direct_question_answer_rate`` of the humans and of each system on the same items."""
@@ -85,5 +90,5 @@ def compliance_suite(cfg: Any, sim: Any, items: list[dict[str, Any]], turns: Map
                                                      capped_at_budget=system in same_cap)
         rates = compliance_rates(probed, cut, n_boot=cfg.n_boot, seed=cfg.seed)
         section["systems"][system] = rates
-        metrics.append(_rate_metric("compliance_rate", system, rates["overall"], COMPLIANCE_DESCRIPTION, False))
+        metrics.append(compliance_metric(system, rates["overall"]))
     return metrics, section

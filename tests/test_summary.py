@@ -170,6 +170,18 @@ def _names_the_stage_writes() -> set[str]:
     rows += behaviour_metrics(human, {"simulator": texts["simulator"]}, users, n_boot=5)
     rows += ending_metrics(ends["human"], {"simulator": ends["simulator"]}, users, tix, n_boot=5)
     rows += first_turn_diversity_metrics(human, {"simulator": texts["simulator"]}, users, tix, n_boot=5)
+    # the compliance suite's rows: the probes' compliance rate and the direct-question answer rate
+    from usersim.eval.compliance import PROBES, compliance_rates, probe_items
+    from usersim.eval.compliance_suite import answer_rate_metrics, compliance_metric
+    from usersim.eval.simulate import SystemTurns
+
+    asked = [{**it, "id": f"i{k}", "conversation_id": f"c{k}", "target": h, "target_is_end": e,
+              "history": it["history"] + [{"role": "assistant", "text": "Do you have pets?"}]}
+             for k, (it, h, e) in enumerate(zip(items, human, ends["human"]))]
+    rows += answer_rate_metrics(asked, {"simulator": SystemTurns(texts["simulator"], ends["simulator"], [False] * 12)},
+                                ["simulator"], n_boot=5, seed=0)
+    probed = probe_items(asked, PROBES, seed=0, max_items=2)
+    rows.append(compliance_metric("simulator", compliance_rates(probed, [("ok", False)] * len(probed), n_boot=5)["overall"]))
     return {m.name for m in rows}
 
 
