@@ -23,7 +23,7 @@ from pydantic import Field
 
 from usersim.rl.env import UserSimEnv
 from usersim.rl.scenarios import Scenario
-from usersim.rl.tool_env import ASSISTANT_OPENS, OPENING, TURNS_USED, USER_LEFT
+from usersim.rl.tool_env import ToolConversation
 
 
 class AssistantMessage(Action):
@@ -81,7 +81,7 @@ class UserSimOpenEnv(Environment[AssistantMessage, UserReply, State]):
         return self._info.get("transcript")
 
 
-class OpenEnvConversation:
+class OpenEnvConversation(ToolConversation):
     """TRL ``environment_factory`` class over an OpenEnv environment of this module (in-process or a client
     with the same ``reset``/``step``): the policy talks to the user through ``send_message``."""
 
@@ -89,27 +89,13 @@ class OpenEnvConversation:
         self.env = env
         self._last: UserReply | None = None
 
-    def reset(self, scenario: str | None = None, seed: int | None = None, **_: Any) -> str:
+    def _start(self, scenario: str | None, seed: int | None) -> str:
         self._last = self.env.reset(seed=seed, scenario=scenario)
-        return OPENING + self._last.user_message if self._last.user_message else ASSISTANT_OPENS
+        return self._last.user_message
 
-    def send_message(self, message: str) -> str:
-        """Send one message to the user and get their reply.
-
-        Args:
-            message: The message to send to the user.
-
-        Returns:
-            The user's reply, or a note that the user has left or the turn limit is reached.
-        """
-        if self._last is None:
-            raise RuntimeError("reset() must be called before send_message()")
-        if self._last.done:
-            return USER_LEFT if self._last.ended_by_user else TURNS_USED
-        self._last = self.env.step(AssistantMessage(message=str(message)))
-        if self._last.ended_by_user:
-            return USER_LEFT
-        return self._last.user_message + ("\n" + TURNS_USED if self._last.hit_turn_limit else "")
+    def _step(self, message: str) -> tuple[str, bool, bool]:
+        self._last = self.env.step(AssistantMessage(message=message))
+        return self._last.user_message, self._last.ended_by_user, self._last.hit_turn_limit
 
     def get_reward(self) -> float:
         """The episode's reward once it is over (0.0 for an episode the policy left before it ended)."""

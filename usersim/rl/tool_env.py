@@ -41,25 +41,18 @@ USER_LEFT = "[The user has left the conversation.]"
 TURNS_USED = "[The conversation has reached its turn limit.]"
 
 
-class UserConversation:
-    """One episode with a simulated user, for TRL's ``environment_factory`` (see the module docstring)."""
+class ToolConversation:
+    """One episode behind the ``send_message`` tool; subclasses say how an episode starts (``_start``) and steps
+    (``_step``). TRL exposes every public method but ``reset`` and ``get_reward`` to the policy as a tool."""
 
-    def __init__(self, user: Any, scenarios: Sequence[Scenario], *, max_turns: int = 4,
-                 rewards: Mapping[str, float] | None = None, generation: Mapping[str, Any] | None = None):
-        self._scenarios = {s.id: s for s in scenarios}
-        self._rewards = resolve_rewards(rewards)
-        self._env = UserSimEnv(user, list(scenarios), max_turns=max_turns, rewards=rewards, generation=generation)
-        self._info: dict[str, Any] | None = None
-        self._over = False
+    _started = False
+    _ended = False
+    _truncated = False
 
     def reset(self, scenario: str | None = None, seed: int | None = None, **_: Any) -> str:
         """Start the row's episode (its ``scenario`` id and ``seed`` columns); returns the text TRL appends."""
-        if scenario is not None and scenario not in self._scenarios:
-            raise KeyError(f"scenario {scenario!r} is not in this environment's pool")
-        chosen = self._scenarios[scenario] if scenario is not None else None
-        opening, self._info = self._env.reset(seed=derive_seed("tool-env", 0) if seed is None else int(seed),
-                                              scenario=chosen)
-        self._over = False
+        opening = self._start(scenario, seed)
+        self._started, self._ended, self._truncated = True, False, False
         return OPENING + opening if opening else ASSISTANT_OPENS
 
     def send_message(self, message: str) -> str:
@@ -71,15 +64,43 @@ class UserConversation:
         Returns:
             The user's reply, or a note that the user has left or the turn limit is reached.
         """
-        if self._info is None:
+        if not self._started:
             raise RuntimeError("reset() must be called before send_message()")
-        if self._over:
-            return USER_LEFT if self._info["transcript"].ended_by_user else TURNS_USED
-        reply, _, terminated, truncated, self._info = self._env.step(str(message))
-        self._over = terminated or truncated
-        if terminated:
+        if self._ended or self._truncated:
+            return USER_LEFT if self._ended else TURNS_USED
+        reply, self._ended, self._truncated = self._step(str(message))
+        if self._ended:
             return USER_LEFT
-        return reply + ("\n" + TURNS_USED if truncated else "")
+        return reply + ("\n" + TURNS_USED if self._truncated else "")
+
+    def _start(self, scenario: str | None, seed: int | None) -> str:
+        raise NotImplementedError
+
+    def _step(self, message: str) -> tuple[str, bool, bool]:
+        raise NotImplementedError
+
+
+class UserConversation(ToolConversation):
+    """One episode with a simulated user (usersim.rl.env.UserSimEnv), for TRL's ``environment_factory``."""
+
+    def __init__(self, user: Any, scenarios: Sequence[Scenario], *, max_turns: int = 4,
+                 rewards: Mapping[str, float] | None = None, generation: Mapping[str, Any] | None = None):
+        self._scenarios = {s.id: s for s in scenarios}
+        self._rewards = resolve_rewards(rewards)
+        self._env = UserSimEnv(user, list(scenarios), max_turns=max_turns, rewards=rewards, generation=generation)
+        self._info: dict[str, Any] | None = None
+
+    def _start(self, scenario: str | None, seed: int | None) -> str:
+        if scenario is not None and scenario not in self._scenarios:
+            raise KeyError(f"scenario {scenario!r} is not in this environment's pool")
+        chosen = self._scenarios[scenario] if scenario is not None else None
+        opening, self._info = self._env.reset(seed=derive_seed("tool-env", 0) if seed is None else int(seed),
+                                              scenario=chosen)
+        return opening
+
+    def _step(self, message: str) -> tuple[str, bool, bool]:
+        reply, _, terminated, truncated, self._info = self._env.step(message)
+        return reply, terminated, truncated
 
     def get_reward(self) -> float:
         """The weighted rewards of the transcript as it stands (a conversation the policy left early is
