@@ -99,7 +99,14 @@ curve: data
 rl-study: $(STAMP)
 	$(PY) -m bench.rl_cross --run $(RUNS)
 
-test: $(STAMP)
+# the tests also cover the OpenEnv adapter: openenv-core (and its server stack) is installed for them only, so
+# `make all` on a fresh clone does not pay for it
+TEST_STAMP := $(VENV)/.test-extras-stamp
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,openenv]'
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
