@@ -155,7 +155,8 @@ def sim_end_bias(cfg: EvalConfig, sim: Any) -> float | None:
 
 
 def main(cfg: EvalConfig) -> Path:
-    from usersim.simulator import DECODING_FILE, UserSimulator
+    from usersim.run_files import DECODING_FILE
+    from usersim.simulator import UserSimulator
 
     pool = other_users_items(cfg.data_dir, cfg.decoding_split, cfg.split, "the decoding (decoding_split)")
     sim = UserSimulator.from_pretrained(cfg.run_dir, base_model=cfg.base_model or None, device=cfg.device or None,

@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA, TRAIN, ENGINE, EVAL = "usersim.data_prep", "usersim.train", "usersim.engine", "usersim.eval"
 # the runtime: the simulated users (one interface, usersim.users, and its backends) and their HTTP client
-RUNTIME = ("usersim.simulator", "usersim.users", "usersim.prompted", "usersim.completions", "usersim.openai_http")
+RUNTIME = ("usersim.simulator", "usersim.run_files", "usersim.users", "usersim.prompted", "usersim.completions",
+           "usersim.openai_http")
 # (files of the layer, first-party modules it may import); usersim/cli.py, publish.py and rl/ sit on top
 LAYERS = {
     "data_prep": (sorted((ROOT / "data_prep").rglob("*.py")), (DATA,)),
@@ -21,7 +22,7 @@ LAYERS = {
     # the generation engine knows token ids only: no chat format, no model loading
     "engine": ([ROOT / "usersim" / "engine.py"], ()),
     # the simulated users (usersim.users and its backends) and the chat CLI over them
-    "runtime": ([ROOT / "usersim" / f for f in ("simulator.py", "users.py", "prompted.py", "completions.py",
+    "runtime": ([ROOT / "usersim" / f for f in ("simulator.py", "run_files.py", "users.py", "prompted.py", "completions.py",
                                                 "openai_http.py", "chat.py")], (DATA, TRAIN, ENGINE, *RUNTIME)),
     "eval": (sorted((ROOT / "eval").rglob("*.py")), (DATA, TRAIN, ENGINE, *RUNTIME, EVAL)),
 }

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 
 from usersim.eval.failure_mode_table import FAILURE_MODES
 from usersim.publish import PublishError, build_publish_folder, cli, list_folder, push_folder
-from usersim.simulator import trained_max_seq_len
+from usersim.run_files import trained_max_seq_len
 from synthetic_eval_run import HEADLINES, write_tree
 
 EXPECTED_FILES = {"README.md", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json",

@@ -44,8 +44,8 @@ from typing import Any, Mapping, Sequence
 from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, USER_MARKER, Condition, end_of_conversation_ids,
                                              tokenize_conversation)
 from usersim.openai_http import EndpointError, api_key, completions_url, post_json
-from usersim.simulator import (DEFAULT_GENERATION, SimulatorTurn, as_turns, derive_seed, read_decoding, row_seeds,
-                               turn_from_text, trained_max_seq_len)
+from usersim.run_files import read_decoding, trained_max_seq_len
+from usersim.simulator import DEFAULT_GENERATION, SimulatorTurn, as_turns, derive_seed, row_seeds, turn_from_text
 
 
 @dataclass

@@ -32,10 +32,9 @@ from usersim.eval.failure_mode_table import SYSTEM_LABELS, systems_present
 from usersim.eval.report import (control_sections, failure_mode_table, headline_context, metric_table, paired_rows,
                                  perplexity_rows)
 from usersim.eval.summary import control_checks, fmt, page_status, train_run_dir
-from usersim.simulator import DECODING_FILE
+from usersim.run_files import ADAPTER_FILES, DECODING_FILE
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md.j2"
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 EVAL_FILES = ("report.html", "metrics.json")
@@ -282,7 +281,7 @@ def build_publish_folder(eval_dir: str | Path, repo_id: str, output: str | Path 
     max_seq_len = src.train_config.get("max_seq_len")
     if isinstance(max_seq_len, int) and max_seq_len > 0:
         # Only this key of the train config (its paths are the publisher's): a Hub load caps prompts at
-        # the length the simulator was trained at (usersim.simulator.trained_max_seq_len).
+        # the length the simulator was trained at (usersim.run_files.trained_max_seq_len).
         (out / TRAIN_CONFIG_FILE).write_text(f"max_seq_len: {max_seq_len}\n", encoding="utf-8")
     (out / "README.md").write_text(render_card(src, repo_id, license_, base_model), encoding="utf-8")
     return out

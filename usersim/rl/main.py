@@ -47,9 +47,9 @@ def policy_path(cfg: RLConfig) -> str:
     """The policy checkpoint: ``policy_model``, or the simulator's base checkpoint for "simulator_base"."""
     if cfg.policy_model != "simulator_base":
         return cfg.policy_model
-    from usersim.simulator import _resolve_base_path
+    from usersim.run_files import resolve_base_path
 
-    return _resolve_base_path(Path(cfg.simulator_run), None)
+    return resolve_base_path(Path(cfg.simulator_run), None)
 
 
 def check_config(cfg: RLConfig) -> None:
