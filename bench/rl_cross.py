@@ -102,7 +102,6 @@ def evaluate(args: argparse.Namespace, model: Any, tokenizer: Any, user: Any,
                                rewards=dict(REWARD), seed=args.seed)
     plays = [s for s in scenarios for _ in range(args.eval_episodes)]
     seeds = [derive_seed(args.seed, "eval", s.id, k % args.eval_episodes) for k, s in enumerate(plays)]
-    rewards: list[float] = []
     infos: list[dict[str, Any]] = []
     for start in range(0, len(plays), args.eval_batch):  # the same seeds for every policy and user
         _, batch = rollout.play(model, tokenizer, plays[start:start + args.eval_batch], seeds[start:start + args.eval_batch])

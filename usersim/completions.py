@@ -150,8 +150,6 @@ class CompletionsUser:
         end_ids = end_of_conversation_ids(self.tokenizer)
         body = {**self._body(list(prompt) + list(end_ids)), "max_tokens": 1, "echo": True, "logprobs": 1,
                 "temperature": 0.0}
-        if self.cfg.prompt_as == "text":  # the marker's tokens as the server tokenises the whole text
-            body["prompt"] = self.tokenizer.decode(list(prompt) + list(end_ids))
         payload = post_json(self.url, body, self.key, self.cfg.timeout_s)
         choice = _choice(payload)
         values = ((choice.get("logprobs") or {}).get("token_logprobs") or [])
