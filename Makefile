@@ -99,11 +99,12 @@ curve: data
 rl-study: $(STAMP)
 	$(PY) -m bench.rl_cross --run $(RUNS)
 
-# the tests also cover the OpenEnv adapter: openenv-core (and its server stack) is installed for them only, so
+# the tests also cover the OpenEnv adapter and the completions backend on a real server (transformers serve):
+# openenv-core and the serve extra are installed for them only, so
 # `make all` on a fresh clone does not pay for it
 TEST_STAMP := $(VENV)/.test-extras-stamp
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,openenv]'
+	$(PY) -m pip install --quiet -e '.[dev,openenv,serve]'
 	touch $(TEST_STAMP)
 
 test: $(TEST_STAMP)

@@ -122,8 +122,13 @@ def main(cfg: EvalConfig) -> Path:
     # the model-bound steps, each process over its share of the items and conversations (usersim.eval.shard)
     mine, ppl_records = shard.take(len(items)), perplexity_records(cfg, records)
     ppl_mine = shard.take(len(ppl_records))
+    prompts = [sim.prompt(it["history"], item_condition(it)) for it in items]  # tokenised once, for every system
+    over = sum(len(p.input_ids) > sim.max_prompt_tokens for p in prompts)
+    if over and shard.is_main:
+        print(f"[usersim eval] {over} prompts are over max_prompt_tokens={sim.max_prompt_tokens} with their condition "
+              "header alone; they are used untruncated")
     with timed(timings, "simulate"):
-        generated = generate_all(cfg, sim, [items[i] for i in mine])
+        generated = generate_all(cfg, sim, [items[i] for i in mine], [prompts[i].input_ids for i in mine])
     with timed(timings, "perplexity"):
         ppl_rows = perplexity_rows(cfg, sim, [ppl_records[j] for j in ppl_mine]) if cfg.perplexity else {}
     if shard.world > 1:
@@ -144,8 +149,7 @@ def main(cfg: EvalConfig) -> Path:
                   "empty": {s: t.n_empty for s, t in turns.items() if s != HUMAN},
                   "n_items": len(items), "max_new_tokens": cfg.max_new_tokens,
                   "max_prompt_tokens": sim.max_prompt_tokens, "capped_excluded": cfg.exclude_capped,
-                  "prompt_turns_dropped": sum(sim.prompt(it["history"], item_condition(it)).turns_dropped > 0
-                                              for it in items)}
+                  "prompt_turns_dropped": sum(p.turns_dropped > 0 for p in prompts)}
     if not cfg.exclude_capped:
         for t in turns.values():
             t.capped = [False] * len(t.capped)

@@ -110,13 +110,14 @@ def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, us
                    batch_size: int = 16, max_new_tokens: int = 48, num_samples: int = 1,
                    conditions: Sequence[Condition | Mapping[str, Any] | None] | None = None,
                    temperatures: Sequence[float] | None = None, show_progress: bool = True,
-                   **generation: Any) -> list[list[SimulatorTurn]]:
+                   prompt_ids: Sequence[Sequence[int]] | None = None, **generation: Any) -> list[list[SimulatorTurn]]:
     """``num_samples`` simulated next user turns per item: ``out[i][k]`` is sample k of item i.
 
     ``items`` are per-turn item dicts (docs/contracts.md: ``id``, ``condition``, ``history``, ...);
     ``conditions`` optionally replaces each item's condition (same length as items);
     ``temperatures`` optionally gives sample k its own temperature (one per sample; the samples of
-    an item share one prompt, which the runtime prefills once). Extra
+    an item share one prompt, which the runtime prefills once); ``prompt_ids`` optionally gives each
+    item's prompt token ids, built by the caller once for several calls (instead of ``conditions``). Extra
     ``generation`` keys go to ``UserSimulator.generate_from_prompt_ids`` (e.g. ``do_sample=False``).
     """
     items = list(items)
@@ -126,8 +127,13 @@ def generate_turns(sim: UserSimulator, items: Iterable[Mapping[str, Any]], *, us
         raise ValueError("num_samples and batch_size must be >= 1")
     if temperatures is not None and len(temperatures) != num_samples:
         raise ValueError(f"{num_samples} samples but {len(temperatures)} temperatures")
-    prompts = [sim.prompt_ids(item["history"], item_condition(item, conditions[i] if conditions else None))
-               for i, item in enumerate(items)]
+    if prompt_ids is not None:
+        if conditions is not None or len(prompt_ids) != len(items):
+            raise ValueError(f"prompt_ids: one per item ({len(items)}), and not together with conditions")
+        prompts = [list(p) for p in prompt_ids]
+    else:
+        prompts = [sim.prompt_ids(item["history"], item_condition(item, conditions[i] if conditions else None))
+                   for i, item in enumerate(items)]
     rows = [(i, k) for i in range(len(items)) for k in range(num_samples)]
     order = length_order([len(prompts[i]) for i, _ in rows])
     out: list[list[SimulatorTurn | None]] = [[None] * num_samples for _ in items]

@@ -9,7 +9,7 @@ eval is a function of these turns.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 
 from usersim.eval.config import EvalConfig
@@ -21,12 +21,18 @@ RESAMPLE, HOT = "simulator_resample", "simulator_hot"  # the controls' extra sim
 SAME_CAP = {SIMULATOR, RESAMPLE, HOT, BASE}  # generated with the simulator's tokenizer and cap max_new_tokens
 
 
-def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]]) -> dict[str, SystemTurns]:
-    """Every system's turns (and the controls' extra simulator samples), generated once."""
-    from usersim.eval.simulate import generate_turns
+def generate_all(cfg: EvalConfig, sim: Any, items: list[dict[str, Any]],
+                 prompt_ids: Sequence[Sequence[int]] | None = None) -> dict[str, SystemTurns]:
+    """Every system's turns (and the controls' extra simulator samples), generated once.
 
+    ``prompt_ids``: each item's simulator prompt, when the caller built them already (they are the same
+    for the simulator and the base, so they are tokenised once either way)."""
+    from usersim.eval.simulate import generate_turns, item_condition
+
+    if prompt_ids is None:
+        prompt_ids = [sim.prompt_ids(it["history"], item_condition(it)) for it in items]
     gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, show_progress=cfg.show_progress,
-               do_sample=cfg.do_sample, top_p=cfg.top_p)
+               do_sample=cfg.do_sample, top_p=cfg.top_p, prompt_ids=prompt_ids)
     out = {HUMAN: SystemTurns.human(items)}
     end_bias = sim_end_bias(cfg, sim)
     # the simulator and the controls' two extra samples share each prompt: one prefill, three samples

@@ -8,7 +8,7 @@ import torch
 from usersim.data_prep.prompt_format import Condition
 from usersim.data_prep.records import per_turn_items
 from usersim.engine import length_order
-from usersim.eval.simulate import generate_turns
+from usersim.eval.simulate import generate_turns, item_condition
 from tiny_run import tiny_records
 from usersim.simulator import SimulatorTurn, UserSimulator
 
@@ -99,3 +99,12 @@ def test_at_budget_cuts_every_side_at_the_same_token_count(tiny_sim):
     seen = other.at_budget(tok, budget, capped_at_budget=False)
     assert seen.capped == [True, False] and seen.cut == [False, True]
     assert seen.compared() == [None, first] and seen.n_capped == 1 and seen.n_cut == 1
+
+
+def test_prompt_ids_built_once_by_the_caller_give_the_same_turns(tiny_sim, items):
+    """eval tokenises each prompt once and hands the ids to every system's generation: same turns."""
+    kwargs = dict(seed=3, num_samples=2, max_new_tokens=10, batch_size=4, show_progress=False)
+    ids = [tiny_sim.prompt_ids(it["history"], item_condition(it)) for it in items]
+    assert generate_turns(tiny_sim, items, prompt_ids=ids, **kwargs) == generate_turns(tiny_sim, items, **kwargs)
+    with pytest.raises(ValueError, match="one per item"):
+        generate_turns(tiny_sim, items, prompt_ids=ids[:-1], **kwargs)

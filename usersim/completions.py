@@ -25,6 +25,14 @@ marker, cleaning and seed rule:
 Not done here: control/unused tokens are not banned (a 6,000-entry ``logit_bias`` is refused by most
 servers); eval's ``artefact_rate`` shows a regression if the served model writes them.
 
+Servers: vLLM and SGLang take token-id prompts and return ``echo`` log-probabilities (everything above).
+``transformers serve`` (CPU, no compiling; the ``serve`` extra) takes text prompts only and no ``echo``:
+``prompt_as: text``, ``end_bias=None``; it serves a merged checkpoint, not an adapter, and samples only
+when that checkpoint's generation_config.json says ``do_sample: true``. In text mode a server re-tokenises
+the decoded prompt, which can merge tokens the training format kept apart (``Assistant: Hi`` is one piece
+less), so the model reads a slightly different prompt than in training; tests/test_completions_transformers_serve.py
+checks every other part of the protocol against that real server in CI.
+
 Serving a trained run with vLLM (GPU; the adapter directory is the train run)::
 
     vllm serve <base checkpoint dir> --enable-lora --lora-modules usersim=runs/default/train \\
@@ -129,8 +137,18 @@ class CompletionsUser:
         return turn
 
     def _body(self, prompt: list[int]) -> dict[str, Any]:
-        text = self.tokenizer.decode(prompt) if self.cfg.prompt_as == "text" else list(prompt)
-        return {"model": self.cfg.model, "prompt": text}
+        if self.cfg.prompt_as == "ids":
+            return {"model": self.cfg.model, "prompt": list(prompt)}
+        # a server tokenises text with the tokenizer's special tokens, so a BOS the tokenizer adds itself is
+        # left out of the text (sent as "<bos>..." it would come back twice)
+        bos = self.tokenizer.bos_token_id
+        if prompt and bos is not None and prompt[0] == bos and self._adds_bos():
+            prompt = prompt[1:]
+        return {"model": self.cfg.model, "prompt": self.tokenizer.decode(prompt)}
+
+    def _adds_bos(self) -> bool:
+        ids = self.tokenizer("a").input_ids
+        return bool(ids) and ids[0] == self.tokenizer.bos_token_id
 
     def _sample(self, prompt: list[int], seed: int, options: Mapping[str, Any]) -> SimulatorTurn:
         body = {**self._body(prompt), "max_tokens": int(options["max_new_tokens"]),
