@@ -84,7 +84,11 @@ def work_adapter_validate(path: str) -> dict:
     return {"read": read, "kept": kept, "quarantined": quarantined}
 
 
-def work_usersim_data(path: str, num_proc: int = 2) -> dict:
+def work_usersim_data(path: str, num_proc: int = 2, tree: str | None = None) -> dict:
+    if tree:  # the stage from another checkout (before/after comparisons)
+        from bench.data_prep_stages import use_tree
+
+        use_tree(Path(tree))
     from usersim.data_prep.config import DataPrepConfig, SourceConfig
     from usersim.data_prep.main import main as data_main
 
@@ -119,11 +123,11 @@ def _tree_pss_mb(pid: int) -> float:
     return total
 
 
-def run_worker(kind: str, path: Path, num_proc: int, sample_s: float = 0.5) -> dict:
+def run_worker(kind: str, path: Path, num_proc: int, sample_s: float = 0.5, tree: str | None = None) -> dict:
     """One timed run in a fresh interpreter; the child prints one JSON line with time and RSS, and
     its process tree's memory is sampled every ``sample_s`` (peak summed PSS, where Linux has it)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--path", str(path),
-           "--num-proc", str(num_proc)]
+           "--num-proc", str(num_proc)] + (["--tree", tree] if tree and kind == "usersim_data" else [])
     load = os.getloadavg()[0]
     peak_pss = 0.0
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
@@ -165,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-corpora", action="store_true", help="keep generated corpora of >= 300k in bench/data/")
     p.add_argument("--name", default="data_prep_speed", help="result file name (bench/results/<name>.json)")
     p.add_argument("--results-dir", default=None)
+    p.add_argument("--contenders", default="plain_json,adapter_validate,usersim_data",
+                   help="comma list of contenders to run (vs_plain_json needs plain_json)")
+    p.add_argument("--tree", default=None, help="run `usersim data` from this checkout's data_prep/ (before/after)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:  # child mode: one run, one JSON line
         t0 = time.perf_counter()
-        kwargs = {"num_proc": args.num_proc} if args.worker == "usersim_data" else {}
+        kwargs = {"num_proc": args.num_proc, "tree": args.tree} if args.worker == "usersim_data" else {}
         out = WORKERS[args.worker](args.path, **kwargs)
         out.update({"seconds": time.perf_counter() - t0, "peak_rss_mb": _rss_mb(),
                     "children_peak_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)})
@@ -181,16 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     for n in [int(s) for s in args.sizes.split(",")]:
         path, gen_seconds = corpus(n, args.seed)
         generated[str(n)] = gen_seconds
-        kinds = ["plain_json", "adapter_validate"] + (["usersim_data"] if n <= args.full_max else [])
+        kinds = [k for k in args.contenders.split(",") if k != "usersim_data" or n <= args.full_max]
         per: dict[str, list[dict]] = {k: [] for k in kinds}
         for r in range(args.repeats):
             for k in kinds:
-                out = run_worker(k, path, args.num_proc)
+                out = run_worker(k, path, args.num_proc, tree=args.tree)
                 per[k].append(out)
                 print(f"[data_prep_speed] n={n} {k} repeat {r}: {out['seconds']:.1f} s, "
                       f"{out['read'] / out['seconds']:.0f} conv/s, peak RSS {out['peak_rss_mb']:.0f} MB "
                       f"(workers {out['children_peak_rss_mb']:.0f} MB), load {out['load_avg_1m_before']:.1f}")
-        plain_rate = statistics.median(x["read"] / x["seconds"] for x in per["plain_json"])
+        plain_rate = (statistics.median(x["read"] / x["seconds"] for x in per["plain_json"])
+                      if per.get("plain_json") else float("nan"))
         for k, xs in per.items():
             rate = statistics.median(x["read"] / x["seconds"] for x in xs)
             procs = xs[0].get("num_proc", 1)

@@ -19,6 +19,7 @@ from usersim.data_prep.adapters import RawLine, iter_source, iter_source_lines, 
 from usersim.data_prep.conditioning import clip
 from usersim.data_prep.config import DataPrepConfig
 from usersim.data_prep.dedupe import DuplicateFilter, conversation_key
+from usersim.data_prep.disk_store import DiskSet
 from usersim.data_prep.pii import scrub_text
 from usersim.data_prep.schema import USER, Conversation, Quarantined, Reason, Turn
 from usersim.data_prep.split import SPLITS, TRAIN, route_conversation, split_fractions
@@ -125,15 +126,18 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
 
     Items are read in batches; :func:`clean_conversations` runs on each batch (in ``pool`` when
     given) and the in-order steps follow item by item in reading order, so quarantine lines,
-    dedupe decisions, openers and counts are the same with or without workers."""
+    dedupe decisions, openers and counts are the same with or without workers. The dedupe keys and
+    the (split, user) pairs go to sqlite sets in ``staging`` (usersim.data_prep.disk_store): ``users``
+    in the result counts distinct users per split."""
     fractions = split_fractions(cfg.split)
     writers = {s: StagingWriter(staging / f"{s}.bin") for s in SPLITS}
-    users: dict[str, set[str]] = {s: set() for s in SPLITS}
+    users: Counter = Counter({s: 0 for s in SPLITS})  # distinct users per split (the user ids on disk)
+    user_set = DiskSet(staging / "users.sqlite")
     openers = OpenerSpill(staging / "openers")
     per_source: dict[str, SourceCounts] = {}
     stats: Counter = Counter()
     pii: Counter = Counter()
-    dupes = DuplicateFilter()
+    dupes = DuplicateFilter(staging / "dedupe.sqlite")
 
     def drop(counts: SourceCounts, q: Quarantined) -> None:
         counts.quarantined[q.reason] += 1
@@ -141,6 +145,11 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
 
     def settle(name: str, counts: SourceCounts, batch: list, cleaned: list[Cleaned], batch_pii: Counter) -> None:
         pii.update(batch_pii)
+        # dedupe decisions for the batch at once: the keys of the valid conversations, in reading order
+        # (a held_out_leak conversation's key counts too, as when each was decided in turn)
+        repeats = iter(dupes.seen_keys([c.key for c in cleaned if c.reason is None and c.key is not None]))
+        kept_users: list[str] = []
+        kept_splits: list[str] = []
         results = iter(cleaned)
         for item in batch:
             if isinstance(item, Quarantined):
@@ -153,7 +162,7 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
                 counts.quarantined[c.reason] += 1
                 quarantine.write_line(c.line)
                 continue
-            if c.key is not None and dupes.seen_key(c.key):
+            if c.key is not None and next(repeats):
                 drop(counts, Quarantined(name, Reason.DUPLICATE, c.location, "exact duplicate of an earlier conversation",
                                          frame_row(next(iter_frames(c.frame)))))
                 continue
@@ -162,10 +171,12 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
                 quarantine.write_line(c.line)
                 continue
             writers[c.split].write_frame(c.frame)
-            users[c.split].add(c.user_id)
+            kept_users.append(f"{c.split}\x1f{c.user_id}")
+            kept_splits.append(c.split)
             counts.kept += 1
             if c.split == TRAIN:
                 openers.add(c.user_id, c.cid, c.opener)
+        users.update(s for s, new in zip(kept_splits, user_set.add_new(kept_users)) if new)
 
     for src in cfg.sources:
         name = src.name or src.adapter
@@ -180,6 +191,8 @@ def stream_sources(cfg: DataPrepConfig, staging: Path, quarantine: LineWriter, p
     for w in writers.values():
         w.close()
     openers.close()
+    dupes.close()
+    user_set.close()
     return {"per_source": per_source, "users": users, "openers": openers, "stats": stats, "pii": pii,
             "conversations": {s: w.n for s, w in writers.items()}, "staging": writers}
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from usersim.data_prep.annotator import Annotator, annotate_or_fallback
 from usersim.data_prep.conditioning import build_condition, persona_from_head, scrub_condition
 from usersim.data_prep.config import DataPrepConfig
+from usersim.data_prep.disk_store import HeadStore
 from usersim.data_prep.dataset_writer import DatasetDictWriter, table_from_ipc, table_to_ipc
 from usersim.data_prep.prompt_format import STYLE_KEYS, Condition
 from usersim.data_prep.records import per_turn_items
@@ -96,19 +97,20 @@ class Conditioner:
         return out
 
 
-def condition_tasks(cfg: DataPrepConfig, passed: dict[str, Any], heads: Callable[[], dict[str, bytes]],
+def condition_tasks(cfg: DataPrepConfig, passed: dict[str, Any], heads: Callable[[], HeadStore],
                     held_out_first: bool = False) -> Iterator[tuple[str, bytes, list[bytes | None]]]:
     """(split, staged chunk, each conversation's user's persona head or None).
 
-    ``heads()`` (the marshalled persona heads per user) is called when the first training chunk
-    is due. Held-out conversations never have a history (their users have no training
-    conversation: the split is a function of the user), so with ``held_out_first`` their chunks
-    come first and workers condition them while this process ranks the training openers;
-    otherwise the splits come in order (an annotator counts conversations in that order)."""
+    ``heads()`` (the marshalled persona heads per user, on disk) is called when the first training
+    chunk is due; each chunk looks up its own users. Held-out conversations never have a history
+    (their users have no training conversation: the split is a function of the user), so with
+    ``held_out_first`` their chunks come first and workers condition them while this process ranks
+    the training openers; otherwise the splits come in order (an annotator counts conversations in
+    that order)."""
     ccfg = cfg.conditioning
     with_history = ccfg.persona and ccfg.persona_history_turns > 0
     order = [*HELD_OUT, TRAIN] if held_out_first else list(SPLITS)
-    per_user: dict[str, bytes] | None = None
+    per_user: HeadStore | None = None
     for split in order:
         staged: StagingWriter = passed["staging"][split]
         for chunk in staged.chunks:
@@ -118,7 +120,7 @@ def condition_tasks(cfg: DataPrepConfig, passed: dict[str, Any], heads: Callable
                 continue
             if per_user is None:
                 per_user = heads()
-            yield split, data, [per_user.get(user_id) for _, user_id in iter_frame_ids(data)]
+            yield split, data, per_user.get_many([user_id for _, user_id in iter_frame_ids(data)])
     if per_user is None:
         heads()  # the summary counts the users with a history persona either way
 

@@ -7,6 +7,10 @@ human-human chat are *not* duplicates: their roles are swapped.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
+from usersim.data_prep.disk_store import DiskSet
 from usersim.data_prep.schema import Conversation, stable_hash
 
 
@@ -22,18 +26,24 @@ def conversation_key(conv: Conversation) -> str:
 
 
 class DuplicateFilter:
-    """Remembers conversation keys (as 128-bit integers); ``seen(conv)`` / ``seen_key(key)`` is True
-    for a repeat."""
+    """Remembers conversation keys (as 16-byte blobs, on disk: usersim.data_prep.disk_store, so memory does not
+    grow with the corpus); ``seen(conv)`` / ``seen_key(key)`` is True for a repeat, ``seen_keys(keys)`` the
+    same for a batch, in order. ``path``: the database file (None: a temporary one)."""
 
-    def __init__(self) -> None:
-        self._keys: set[int] = set()
+    def __init__(self, path: Path | str | None = None) -> None:
+        self._keys = DiskSet(path)
 
     def seen(self, conv: Conversation) -> bool:
         return self.seen_key(conversation_key(conv))
 
     def seen_key(self, key: str) -> bool:
-        k = int(key, 16)
-        if k in self._keys:
-            return True
-        self._keys.add(k)
-        return False
+        return self.seen_keys([key])[0]
+
+    def seen_keys(self, keys: Sequence[str]) -> list[bool]:
+        return [not new for new in self._keys.add_new([bytes.fromhex(k) for k in keys])]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def close(self) -> None:
+        self._keys.close()

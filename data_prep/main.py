@@ -20,12 +20,19 @@ Two passes, the corpus never in memory:
 On-disk staging lives in usersim.data_prep.staging, the worker pool in usersim.data_prep.workers; this
 module runs the passes and the checks and writes the outputs.
 
-Then no training row may carry a held-out user (read back from the Arrow files), and summary.json
-and the dataset card are written. ``datasets`` is imported by a thread during pass 1.
+Then no training row may carry a held-out user (read back from the Arrow files, each user's split
+recomputed), and summary.json and the dataset card are written. ``datasets`` is imported by a
+thread during pass 1.
 
-What grows with the corpus in memory: one 128-bit dedupe key per kept conversation, the user ids
-per split, and per training user with several conversations the few openers a persona history can
-show (benchmarks: 733 MB for the whole process tree at 1M WildChat-shaped conversations).
+What grows with the corpus in memory: nothing that is kept per conversation or per user. The
+dedupe keys and the (split, user) pairs counted for the summary are sqlite sets in the staging
+folder (usersim.data_prep.disk_store: sqlite with a bounded page cache, one transaction), the
+training openers wait in spill files by user (a partition too big to read at once is
+split further), the ranked persona heads go to a sqlite table that pass 2 reads one chunk's users
+at a time, and the held-out leak check recomputes each training row's users' split (a pure
+function of seed and user id) instead of holding the held-out users. What is left is a list of
+two offsets per 500 staged conversations (benchmarks: the tree's peak PSS at 1M and 3M
+WildChat-shaped conversations in BENCHMARKS.md section 3).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,24 +56,27 @@ from usersim.data_prep.conditioning import SCRUBBED_FIELDS
 from usersim.data_prep.config import DataPrepConfig
 from usersim.data_prep.dataset_writer import iter_split_batches
 from usersim.data_prep.run_info import peak_rss_mb, write_run_dir_header
-from usersim.data_prep.split import HELD_OUT, SPLITS, TRAIN, assert_no_held_out_leak
+from usersim.data_prep.disk_store import HeadStore
+from usersim.data_prep.split import HELD_OUT, SPLITS, TRAIN, assert_no_held_out_leak, assign_split, split_fractions
 from usersim.data_prep.clean_pass import stream_sources
 from usersim.data_prep.condition_pass import (Conditioner, condition_tasks, import_output_modules, output_schemas,
                                               write_dataset)
 from usersim.data_prep.staging import LineWriter, user_heads
 from usersim.data_prep.workers import make_pool, resolve_num_proc
 
-def check_no_held_out_leak(train_folder: Path, held_out_users: set[str]) -> int:
+def check_no_held_out_leak(train_folder: Path, seed: int, fractions: Mapping[str, float]) -> int:
     """:func:`~usersim.data_prep.split.assert_no_held_out_leak` over the written training rows (read back
-    column by column from the Arrow files); returns rows checked."""
+    column by column from the Arrow files); returns rows checked. A user is held out when
+    :func:`~usersim.data_prep.split.assign_split` (a pure function of seed and user id) says so,
+    recomputed per batch for the batch's distinct users, so no set of held-out users is kept."""
     n = 0
-    held = pa.array(sorted(held_out_users), type=pa.string())
     for batch in iter_split_batches(train_folder, ["id", "user_id", "other_user_ids"]):
         n += batch.num_rows
-        if not len(held) or not (pc.any(pc.is_in(batch.column("user_id"), value_set=held)).as_py()
-                                 or pc.any(pc.is_in(batch.column("other_user_ids").flatten(), value_set=held)).as_py()):
-            continue
-        assert_no_held_out_leak(batch.to_pylist(), held_out_users)
+        ids = pc.unique(pa.concat_arrays([batch.column("user_id").cast(pa.string()),
+                                          batch.column("other_user_ids").flatten().cast(pa.string())]).drop_null())
+        held = {u for u in ids.to_pylist() if assign_split(u, seed, fractions) != TRAIN}
+        if held:
+            assert_no_held_out_leak(batch.to_pylist(), held)
     return n
 
 
@@ -90,11 +101,10 @@ def main(cfg: DataPrepConfig) -> Path:
 
             datasets.disable_progress_bars()
 
-        heads: dict[str, bytes] = {}
+        heads = HeadStore(staging / "heads.sqlite")
 
-        def rank() -> dict[str, bytes]:
-            heads.update(user_heads(passed.pop("openers"), cfg.conditioning.persona_history_turns))
-            return heads
+        def rank() -> HeadStore:
+            return user_heads(passed.pop("openers"), cfg.conditioning.persona_history_turns, heads)
 
         annotator_counts: Counter = Counter()
         scrubbed: Counter = Counter()
@@ -102,8 +112,9 @@ def main(cfg: DataPrepConfig) -> Path:
         in_workers = pool is not None and annotator is None
         tasks = condition_tasks(cfg, passed, rank, held_out_first=in_workers)
         written = write_dataset(cfg, staging / "dataset", passed, tasks, conditioner, pool, scrubbed)
-        held_out_users = set().union(*(passed["users"][s] for s in HELD_OUT))
-        check_no_held_out_leak(written[TRAIN].folder, held_out_users)
+        check_no_held_out_leak(written[TRAIN].folder, cfg.seed, split_fractions(cfg.split))
+        users_with_history = len(heads)
+        heads.close()
         turn_items = {f"{s}_turns": written[f"{s}_turns"].rows for s in HELD_OUT}
         written.commit(out / "dataset")
     finally:
@@ -114,13 +125,13 @@ def main(cfg: DataPrepConfig) -> Path:
 
     summary = {
         "sources": {n: c.to_json() for n, c in passed["per_source"].items()},
-        "splits": {s: {"users": len(passed["users"][s]), "conversations": passed["conversations"][s]} for s in SPLITS},
+        "splits": {s: {"users": passed["users"][s], "conversations": passed["conversations"][s]} for s in SPLITS},
         "turn_items": turn_items,
         "merged_turns": passed["stats"]["merged_turns"],
         "empty_turns_dropped": passed["stats"]["empty_turns_dropped"],
         "pii": {k: passed["pii"].get(k, 0) for k in ("email", "phone", "ip", "credential_url")},
         "annotator": {"kind": cfg.conditioning.annotator.kind, **dict(annotator_counts)},
-        "users_with_history_persona": len(heads),
+        "users_with_history_persona": users_with_history,
         "condition_items_scrubbed": {f: scrubbed[f] for f in SCRUBBED_FIELDS},
         "time_s": round(time.time() - started, 1),
         "peak_rss_mb": peak_rss_mb(children=True),

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 
 from usersim.data_prep.conditioning import persona_head, rank_typical_openers
+from usersim.data_prep.disk_store import HeadStore
 from usersim.data_prep.schema import Conversation, Turn
 
 
@@ -116,9 +117,13 @@ class StagingWriter:
 class OpenerSpill:
     """Every training conversation's (user, conversation id, clipped opener), in reading order, on
     disk in ``PARTITIONS`` files by user (a CRC of the user id), so the openers cost no memory
-    during pass 1 and :func:`user_heads` reads one partition's users at a time."""
+    during pass 1 and :func:`user_heads` reads one partition's users at a time. A partition over
+    ``MAX_PARTITION_BYTES`` is first split by more bits of the same CRC (``SUBPARTITIONS`` files,
+    again while one is too big), so what is read at once does not grow with the corpus."""
 
     PARTITIONS = 32
+    SUBPARTITIONS = 16
+    MAX_PARTITION_BYTES = 8 << 20
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -127,7 +132,7 @@ class OpenerSpill:
 
     def add(self, user_id: str, cid: str, opener: str) -> None:
         data = marshal.dumps((user_id, cid, opener))
-        f = self._files[zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % self.PARTITIONS]
+        f = self._files[_user_crc(user_id) % self.PARTITIONS]
         f.write(len(data).to_bytes(4, "little") + data)
 
     def close(self) -> None:
@@ -137,34 +142,56 @@ class OpenerSpill:
     def partitions(self) -> Iterator[dict[str, list[tuple[str, str]]]]:
         """Per partition: user -> their first ``MAX_OPENERS_PER_USER`` (conversation id, opener)."""
         for k in range(self.PARTITIONS):
-            path = self.folder / f"{k:02d}.bin"
-            data = path.read_bytes()
-            users: dict[str, list[tuple[str, str]]] = defaultdict(list)
-            pos = 0
-            while pos < len(data):
-                size = int.from_bytes(data[pos:pos + 4], "little")
-                user_id, cid, opener = marshal.loads(data[pos + 4:pos + 4 + size])
-                pos += 4 + size
-                found = users[user_id]
-                if len(found) < MAX_OPENERS_PER_USER:
-                    found.append((cid, opener))
-            del data
+            yield from self._read(self.folder / f"{k:02d}.bin", 5)
+
+    def _read(self, path: Path, shift: int) -> Iterator[dict[str, list[tuple[str, str]]]]:
+        """The users of one partition file (``shift``: the CRC bits already used to get here)."""
+        if path.stat().st_size > self.MAX_PARTITION_BYTES and shift < 32:
+            parts = [path.with_name(f"{path.stem}-{j:x}.bin") for j in range(self.SUBPARTITIONS)]
+            files = [q.open("wb") for q in parts]
+            for (user_id, _, _), record in _records(path):
+                files[(_user_crc(user_id) >> shift) % self.SUBPARTITIONS].write(record)
+            for f in files:
+                f.close()
             path.unlink()
-            yield users
+            for q in parts:
+                yield from self._read(q, shift + self.SUBPARTITIONS.bit_length() - 1)
+            return
+        users: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for (user_id, cid, opener), _ in _records(path):
+            found = users[user_id]
+            if len(found) < MAX_OPENERS_PER_USER:
+                found.append((cid, opener))
+        path.unlink()
+        yield users
+
+
+def _user_crc(user_id: str) -> int:
+    return zlib.crc32(user_id.encode("utf-8", "surrogatepass"))
+
+
+def _records(path: Path) -> Iterator[tuple[tuple[str, str, str], bytes]]:
+    """((user id, conversation id, opener), the length-prefixed record) of each opener in a spill file."""
+    with path.open("rb") as f:
+        while True:
+            size = f.read(4)
+            if not size:
+                return
+            data = f.read(int.from_bytes(size, "little"))
+            yield marshal.loads(data), size + data
 
 
 # ---- pass 1 ------------------------------------------------------------------------------
 
-def user_heads(openers: OpenerSpill, n_turns: int) -> dict[str, bytes]:
+def user_heads(openers: OpenerSpill, n_turns: int, store: HeadStore | None = None) -> HeadStore:
     """Per user with more than one training opener: the marshalled
     :func:`~usersim.data_prep.conditioning.persona_head` of their ranked openers, all a persona history
-    needs (read one partition of users at a time)."""
-    heads = {}
+    needs (read one partition of users at a time), into ``store`` (on disk; a temporary one when None)."""
+    store = HeadStore() if store is None else store
     for users in openers.partitions():
-        for user, found in users.items():
-            if len(found) > 1:
-                heads[user] = marshal.dumps(tuple(persona_head(rank_typical_openers(found), n_turns)))
-    return heads
+        store.add([(user, marshal.dumps(tuple(persona_head(rank_typical_openers(found), n_turns))))
+                   for user, found in users.items() if len(found) > 1])
+    return store.finish()
 
 
 def conversation_tuple(conv: Conversation) -> tuple:
