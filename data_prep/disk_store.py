@@ -38,15 +38,30 @@ def _found(con: sqlite3.Connection, sql: str, keys: Sequence) -> Iterable[tuple]
         yield from con.execute(sql.format(",".join("?" * len(part))), part)
 
 
-class DiskSet:
-    """A set of ``bytes`` or ``str`` keys on disk; ``len()`` counts the distinct keys added."""
+class _ScratchFile:
+    """One scratch database: opened at ``path`` (None: a private temporary file), deleted on ``close``."""
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = None if path is None else Path(path)
         self._con = open_scratch_db(path)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def close(self) -> None:
+        self._con.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+class DiskSet(_ScratchFile):
+    """A set of ``bytes`` or ``str`` keys on disk; ``len()`` counts the distinct keys added."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        super().__init__(path)
         self._con.execute("CREATE TABLE IF NOT EXISTS k (k PRIMARY KEY) WITHOUT ROWID")
         self._cur = self._con.cursor()
-        self._n = 0
 
     def add_new(self, keys: Iterable) -> list[bool]:
         """Add ``keys``; for each, in order, whether it was new (not in the set, nor earlier in ``keys``).
@@ -59,25 +74,15 @@ class DiskSet:
         self._n += sum(out)
         return out
 
-    def __len__(self) -> int:
-        return self._n
 
-    def close(self) -> None:
-        self._con.close()
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
-class HeadStore:
+class HeadStore(_ScratchFile):
     """user id -> persona head (``bytes``): appended with ``add``, indexed once by ``finish`` (building
     the index after the rows sorts them once; a table keyed by user would take them in random key
     order, a random page each)."""
 
     def __init__(self, path: Path | str | None = None) -> None:
-        self.path = None if path is None else Path(path)
-        self._con = open_scratch_db(path)
+        super().__init__(path)
         self._con.execute("CREATE TABLE IF NOT EXISTS heads (user TEXT, head BLOB)")
-        self._n = 0
         self._finished = False
 
     def add(self, rows: Sequence[tuple[str, bytes]]) -> None:
@@ -94,11 +99,3 @@ class HeadStore:
         """Each user's head (None: none stored), in order."""
         found = dict(_found(self._con, "SELECT user, head FROM heads WHERE user IN ({})", list(dict.fromkeys(users))))
         return [found.get(u) for u in users]
-
-    def __len__(self) -> int:
-        return self._n
-
-    def close(self) -> None:
-        self._con.close()
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)

@@ -14,11 +14,7 @@ same GGUF; llama.cpp computes on the quantised weights, hence the tolerance).
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -27,16 +23,11 @@ pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is 
 from usersim.completions import CompletionsConfig, CompletionsUser  # noqa: E402
 from usersim.data_prep.prompt_format import Condition, tokenize_conversation  # noqa: E402
 from usersim.data_prep.schema import Turn  # noqa: E402
+from server_process import free_port, serving  # noqa: E402
 
 HISTORIES = [[{"role": "assistant", "text": "Hi! How can I help you today?"}],
              [{"role": "user", "text": "hey"}, {"role": "assistant", "text": "Hello! What are you up to?"}]]
 CONDITIONS = [Condition(goal="plan a weekend hike"), Condition(style={"length": "short"})]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +39,11 @@ def server(tmp_path_factory):
 
     checkpoint = convert_packaged_gguf(TrainConfig())
     gguf = checkpoint.parent / "gguf" / pkg.MODEL_NAME
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "1024", "--logits_all", "true", "--n_threads", "2"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-cpp server exited: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url, checkpoint
-    proc.terminate()
-    proc.wait(timeout=30)
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "--n_ctx", "1024", "--logits_all", "true", "--n_threads", "2"]
+    with serving(cmd, port, tmp_path_factory.mktemp("llama") / "server.log", startup_s=120) as url:
+        yield url, checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,7 @@ read, turns come back cleaned (no role markers), a row's seed reproduces it, and
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,16 +23,11 @@ pytest.importorskip("openai", reason="transformers serve needs the serve extra (
 
 from usersim.completions import CompletionsConfig, CompletionsUser  # noqa: E402
 from usersim.data_prep.prompt_format import ASSISTANT_MARKER, USER_MARKER, Condition  # noqa: E402
+from server_process import free_port, serving  # noqa: E402
 
 HISTORIES = [[{"role": "assistant", "text": "Hi! How can I help you today?"}],
              [{"role": "user", "text": "hey"}, {"role": "assistant", "text": "Hello! What are you up to this weekend?"}]]
 CONDITIONS = [Condition(goal="plan a weekend hike"), Condition(style={"length": "short"})]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,29 +46,11 @@ def served(tmp_path_factory):
             (checkpoint / f.name).symlink_to(f)
     gen_config = json.loads((converted / "generation_config.json").read_text())
     (checkpoint / "generation_config.json").write_text(json.dumps({**gen_config, "do_sample": True}))
-    port = _free_port()
-    log = work / "server.log"
-    cli = Path(sys.executable).parent / "transformers"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([str(cli), "serve", str(checkpoint), "--device", "cpu", "--dtype", "float32",
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(360):
-            try:
-                urllib.request.urlopen(url + "/models", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"transformers serve exited: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"transformers serve did not come up in 3 minutes: {log.read_text()[-2000:]}")
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "transformers"), "serve", str(checkpoint), "--device", "cpu",
+           "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(cmd, port, work / "server.log") as url:
         yield url, checkpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
