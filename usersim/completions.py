@@ -85,6 +85,10 @@ class CompletionsUser:
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.decoding = dict(decoding or {})
         self.url = completions_url(cfg.endpoint)
+        # the BOS the tokenizer adds to any text by itself (None: it adds none), left out of text prompts
+        probe = tokenizer("a").input_ids if cfg.prompt_as == "text" else []
+        bos = getattr(tokenizer, "bos_token_id", None)
+        self._server_bos = bos if probe and bos is not None and probe[0] == bos else None
         self.key = api_key(cfg.api_key_env, "completions api_key_env")
 
     @classmethod
@@ -141,14 +145,9 @@ class CompletionsUser:
             return {"model": self.cfg.model, "prompt": list(prompt)}
         # a server tokenises text with the tokenizer's special tokens, so a BOS the tokenizer adds itself is
         # left out of the text (sent as "<bos>..." it would come back twice)
-        bos = self.tokenizer.bos_token_id
-        if prompt and bos is not None and prompt[0] == bos and self._adds_bos():
+        if prompt and self._server_bos is not None and prompt[0] == self._server_bos:
             prompt = prompt[1:]
         return {"model": self.cfg.model, "prompt": self.tokenizer.decode(prompt)}
-
-    def _adds_bos(self) -> bool:
-        ids = self.tokenizer("a").input_ids
-        return bool(ids) and ids[0] == self.tokenizer.bos_token_id
 
     def _sample(self, prompt: list[int], seed: int, options: Mapping[str, Any]) -> SimulatorTurn:
         body = {**self._body(prompt), "max_tokens": int(options["max_new_tokens"]),
