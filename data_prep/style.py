@@ -50,12 +50,17 @@ SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?…])\s+|\n+")
 PUNCTUATION_MARKS = ".,!?;:()\"…“”-–—"
 PUNCTUATION_RE = re.compile("[" + re.escape(PUNCTUATION_MARKS) + "]")
 _PICTOGRAPHS = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55"
+_MOUTH = r"[)(\]\[DPpOo3/\\|]"
+# The definition: a pictograph, or an emoticon that stands alone.
 EMOJI_RE = re.compile(
     f"[{_PICTOGRAPHS}]"
-    r"|(?<!\w)(?:[:;=][-']?|8-)[)(\]\[DPpOo3/\\|](?!\w)"
+    rf"|(?<!\w)(?:[:;=][-']?|8-){_MOUTH}(?!\w)"
     r"|(?<!\w)<3(?!\d)"
 )
-_EMOJI_HINT_RE = re.compile(f"[:;=<{_PICTOGRAPHS}]|8-")  # every EMOJI_RE match has one; cheap to look for
+# The same matches, found faster (see :func:`emoji_count`): pictographs apart (none in ASCII text), and
+# emoticons with each branch led by its first character and the "stands alone" check moved after it.
+_PICTOGRAPH_RE = re.compile(f"[{_PICTOGRAPHS}]")
+_EMOTICON_RE = re.compile(rf"[:;=](?<!\w[:;=])[-']?{_MOUTH}(?!\w)|8(?<!\w8)-{_MOUTH}(?!\w)|<(?<!\w<)3(?!\d)")
 APOSTROPHELESS = frozenset({
     "dont", "cant", "wont", "didnt", "doesnt", "isnt", "wasnt", "arent", "werent", "havent", "hasnt", "hadnt",
     "couldnt", "wouldnt", "shouldnt", "aint", "im", "ive", "youre", "youve", "youll", "theyre", "thats", "whats",
@@ -101,7 +106,15 @@ def sentences(text: str) -> list[str]:
 
 
 def emoji_count(text: str) -> int:
-    return len(EMOJI_RE.findall(text)) if _EMOJI_HINT_RE.search(text) else 0
+    """``len(EMOJI_RE.findall(text))``, faster. Matches never overlap: a pictograph is one non-ASCII
+    character, an emoticon is ASCII, and no character after an emoticon's first can start one. So the
+    two kinds can be counted apart, each skipped when the text cannot hold it."""
+    n = 0
+    if ":" in text or ";" in text or "=" in text or "8-" in text or "<3" in text:
+        n = len(_EMOTICON_RE.findall(text))
+    if not text.isascii():
+        n += len(_PICTOGRAPH_RE.findall(text))
+    return n
 
 
 def is_typo(word: str) -> bool:
