@@ -45,8 +45,12 @@ STYLE_THRESHOLDS: dict[str, Any] = {
 }
 
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_ASCII_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*")  # WORD_RE on ASCII text, faster
 # A sentence ends at . ! ? or … followed by white space, or at a line break ("3.5" and "a.com" do not end one).
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?…])\s+|\n+")
+# The same split points with the end mark taken too: quicker, and the same first character for
+# every sentence that has one besides that mark (used where only sentence starts matter).
+_SENTENCE_START_SPLIT_RE = re.compile(r"[.!?…]\s+|\n+")
 PUNCTUATION_MARKS = ".,!?;:()\"…“”-–—"
 PUNCTUATION_RE = re.compile("[" + re.escape(PUNCTUATION_MARKS) + "]")
 _PICTOGRAPHS = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55"
@@ -79,7 +83,10 @@ MISSPELLINGS = frozenset({
 })
 NON_STANDARD_SPELLINGS = APOSTROPHELESS | CHAT_SPELLINGS | MISSPELLINGS
 ELONGATED_RE = re.compile(r"([^\W\d_])\1\1")  # a letter typed three times in a row
-_TRIPLE_RE = re.compile(r"(\w)\1\1", re.IGNORECASE)  # cheaper superset of ELONGATED_RE, to skip most texts
+# Three of a word character in a row in any case: every text with a word that ELONGATED_RE finds
+# (lower-cased) holds them; in ASCII text, three of a letter in the lower-cased text.
+_TRIPLE_RE = re.compile(r"(\w)\1\1", re.IGNORECASE)
+_ASCII_TRIPLE_RE = re.compile(r"([a-z])\1\1")
 NOT_ELONGATED = frozenset({"www"})
 _TYPOS_LOWERED = NON_STANDARD_SPELLINGS | LETTER_WORDS
 _ASCII_UPPER, _ASCII_LOWER = string.ascii_uppercase.encode(), string.ascii_lowercase.encode()
@@ -98,7 +105,7 @@ class TurnStyle(NamedTuple):
 
 
 def words(text: str) -> list[str]:
-    return WORD_RE.findall(text)
+    return (_ASCII_WORD_RE if text.isascii() else WORD_RE).findall(text)
 
 
 def sentences(text: str) -> list[str]:
@@ -126,11 +133,20 @@ def is_typo(word: str) -> bool:
 
 
 def _typo_count(text: str, text_words: list[str]) -> int:
-    """How many of ``text_words`` (the words of ``text``) count for the typo proxy: :func:`is_typo`, faster."""
-    if not _TRIPLE_RE.search(text):  # no elongated word: the lexicon alone decides
-        lowered = sum(map(_TYPOS_LOWERED.__contains__, map(str.lower, text_words)))
-        return lowered - sum(map(text_words.count, LETTER_CAPS))  # "U" and "R" are not typos
-    return sum(map(is_typo, text_words))
+    """How many of ``text_words`` (the words of ``text``) count for the typo proxy: :func:`is_typo`, faster.
+
+    The lexicon decides every word but elongated ones: a one-letter word is a typo when it is "u" or "r"
+    (its lower case is in the lexicon and it is not "U" or "R"); a longer word when its lower case is in
+    the lexicon. Elongated words outside the lexicon are then added, each distinct word checked once."""
+    n = sum(map(_TYPOS_LOWERED.__contains__, map(str.lower, text_words)))
+    n -= sum(map(text_words.count, LETTER_CAPS))  # "U" and "R" are not typos
+    if (_ASCII_TRIPLE_RE.search(text.lower()) if text.isascii() else _TRIPLE_RE.search(text)):
+        for word in set(text_words):
+            lw = word.lower()
+            if (len(word) > 1 and lw not in NON_STANDARD_SPELLINGS and lw not in NOT_ELONGATED
+                    and ELONGATED_RE.search(lw)):
+                n += text_words.count(word)
+    return n
 
 
 def _casing(text: str, letters: int, capitals: int) -> str:
@@ -139,7 +155,8 @@ def _casing(text: str, letters: int, capitals: int) -> str:
         return "lower"
     if letters >= th["upper_min_letters"] and capitals / letters >= th["upper_letter_share"]:
         return "upper"
-    firsts = [c for c in (s.lstrip("\"'“‘([")[:1] for s in sentences(text)) if c.isalpha()]
+    pieces = (s.strip() for s in _SENTENCE_START_SPLIT_RE.split(text))  # the sentences, maybe less their end mark
+    firsts = [c for c in (s.lstrip("\"'“‘([")[:1] for s in pieces if s) if c.isalpha()]
     return "proper" if firsts and all(c.isupper() for c in firsts) else "mixed"
 
 

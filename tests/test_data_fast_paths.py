@@ -17,7 +17,8 @@ from dataclasses import replace
 
 import pytest
 
-from usersim.data_prep import pii
+from real_turns import chitchat_user_turns, sharegpt_exchanges
+from usersim.data_prep import pii, style
 from usersim.data_prep.conditioning import (ENGLISH_STOP_WORDS, abstract_goal, join_persona, persona_from_head,
                                             persona_from_history, persona_head, scrub_condition, split_persona)
 from usersim.data_prep.dedupe import normalise_text
@@ -80,7 +81,8 @@ PII_PIECES = ["a@b.co", "x.y+z@mail.example.org", "https://u:p@h.com/x", "http:/
               "+44 20 7946 0958", "(555) 123-4567", "555.123.4567", "020 7946 0958", "01 23 45 67 89", "12:30",
               "v1.2.3", "1,000", "٣٤٥.٦٧٨.٩٠١.٢٣٤", "+1", "@", "://", ".", ":", "5", " ", "\n", "word", "é", "x@y",
               "2024-01-15", "404 100", "1-800-555-0199", "07700 900123", "+1 (555) 123-4567", "(555)", "555", "0",
-              "1:2:3:4:5:6:7:8", "2607:f8b0:4005:80a::200e", "12", "+", "-", "(", ")", "١٢٣ ٤٥٦ ٧٨٩٠"]
+              "1:2:3:4:5:6:7:8", "2607:f8b0:4005:80a::200e", "12", "+", "-", "(", ")", "١٢٣ ٤٥٦ ٧٨٩٠",
+              "(555)1234567", "0201 2345678", "+442079460958", "2a00:1450:4001:828:0:0:0:200e"]
 
 
 def test_pii_prefilters_change_nothing():
@@ -94,6 +96,59 @@ def test_pii_prefilters_change_nothing():
         assert fast == slow, text
         total += slow
     assert min(total[k] for k in pii.PLACEHOLDERS) > 200, total
+
+
+def test_pii_prefilters_change_nothing_on_real_text():
+    """Real user turns and ChatGPT replies (code, logs, tables, numbers), where the prefilters do their work."""
+    for text in _real_texts():
+        fast, slow = Counter(), Counter()
+        assert pii.scrub_text(text, fast) == reference_scrub_text(text, slow), text
+        assert fast == slow, text
+
+
+# ---- style ---------------------------------------------------------------------------------
+
+def _real_texts() -> list[str]:
+    texts = [t for pairs in chitchat_user_turns(300).values() for t, _ in pairs][:3000]
+    return texts + [t for _, user, reply in sharegpt_exchanges(400) for t in (user, reply)]
+
+
+def _fuzz(alphabet: str, n: int, seed: int, max_len: int = 14) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, max_len))) for _ in range(n)]
+
+
+def test_emoji_count_is_the_emoji_pattern():
+    texts = _fuzz(":;=8-'<3)(][DPpOo/\\|a_ 1é😀☀\n", 50000, 2) + _real_texts()
+    counts = [style.emoji_count(t) for t in texts]
+    assert counts == [len(style.EMOJI_RE.findall(t)) for t in texts]
+    assert sum(c > 0 for c in counts) > 1000
+
+
+def test_words_are_the_word_pattern():
+    texts = _fuzz("aZ9_'’ -.é\n", 20000, 3) + _real_texts()
+    assert [style.words(t) for t in texts] == [style.WORD_RE.findall(t) for t in texts]
+
+
+def _reference_casing(text: str) -> str:
+    """Casing from the whole sentences (before sentence starts were found with a quicker split)."""
+    capitals, letters = style._capitals_and_letters(text)
+    if capitals == 0:
+        return "lower"
+    th = style.STYLE_THRESHOLDS["casing"]
+    if letters >= th["upper_min_letters"] and capitals / letters >= th["upper_letter_share"]:
+        return "upper"
+    firsts = [c for c in (s.lstrip("\"'“‘([")[:1] for s in style.sentences(text)) if c.isalpha()]
+    return "proper" if firsts and all(c.isupper() for c in firsts) else "mixed"
+
+
+def test_casing_and_typos_are_their_definitions():
+    texts = _fuzz("aAbB .!?…\n\"(“ ", 30000, 4) + _fuzz("sSoOuUrRiI ''w9_", 30000, 5) + _real_texts()
+    styles = [style.turn_style(t) for t in texts]
+    assert [s.casing for s in styles] == [_reference_casing(t) for t in texts]
+    assert [s.typos for s in styles] == [sum(map(style.is_typo, style.WORD_RE.findall(t))) for t in texts]
+    assert {s.casing for s in styles} == {"lower", "upper", "proper", "mixed"}
+    assert sum(s.typos > 0 for s in styles) > 1000
 
 
 # ---- whitespace, n-grams, rows -------------------------------------------------------------

@@ -1,10 +1,7 @@
-import random
 from collections import Counter
 
 import pytest
 
-from real_turns import chitchat_user_turns, sharegpt_exchanges
-from usersim.data_prep import pii
 from usersim.data_prep.pii import PLACEHOLDERS, scrub_text
 
 POSITIVES = [
@@ -115,48 +112,3 @@ def test_leaves_years_order_ids_prices_and_times_alone(text):
     counts = Counter()
     assert scrub_text(text, counts) == text
     assert not counts
-
-
-def _scrub_with_every_pattern(text: str, counts: Counter) -> str:
-    """The scrub without its cheap gates: every pattern runs on every text, in scrub_text's order."""
-    text = pii._URL.sub(pii._url(counts), text)
-    text = pii._EMAIL.sub(pii._count_and_replace("email", counts), text)
-    text = pii._IPV4.sub(pii._ip(counts), text)
-    text = pii._IPV6.sub(pii._ip(counts, v6=True), text)
-    return pii._PHONE.sub(pii._phone(counts), text)
-
-
-# Shapes each gate must let through: phones without a separator between their digit groups, IPv6
-# in full and compressed forms, IPv4 at the end of a sentence.
-GATE_EDGES = ["(555)1234567", "0201 2345678", "+442079460958", "2a00:1450:4001:828:0:0:0:200e", "2001:4860::8888",
-              "ip 8.8.4.4.", "01 23 45 67 89"]
-
-
-def _fuzzed_texts(n: int, seed: int = 0) -> list[str]:
-    """Random strings over the characters that PII shapes are made of, plus one non-ASCII digit and letter."""
-    rng = random.Random(seed)
-    alphabet = "0123456789" * 4 + "abfAF" + " .-:+()@/" * 2 + "\n٣é"
-    pieces = [p for p, _, _ in POSITIVES] + NEGATIVES + GATE_EDGES
-    out = []
-    for _ in range(n):
-        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40)))
-        if rng.random() < 0.3:  # splice a real shape in, so the patterns match as well as miss
-            p = rng.choice(pieces)
-            i = rng.randint(0, len(s))
-            s = s[:i] + p[rng.randint(0, len(p) // 2):] + s[i:]
-        out.append(s)
-    return out
-
-
-def test_the_gates_never_change_the_result():
-    """scrub_text skips a pattern when a cheap hint says it cannot match; that must never change the output."""
-    texts = _fuzzed_texts(20000) + [p for p, _, _ in POSITIVES] + NEGATIVES + GATE_EDGES
-    texts += [t for pairs in chitchat_user_turns(300).values() for t, _ in pairs][:3000]
-    texts += [t for _, user, reply in sharegpt_exchanges(400) for t in (user, reply)]  # code, logs, numbers
-    changed = 0
-    for text in texts:
-        fast, slow = Counter(), Counter()
-        assert scrub_text(text, fast) == _scrub_with_every_pattern(text, slow), text
-        assert fast == slow, text
-        changed += bool(fast)
-    assert changed > 500  # the fuzz does reach the patterns
