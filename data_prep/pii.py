@@ -103,7 +103,9 @@ def identifies_a_host(address: str) -> bool:
 # without one cannot change (they use the same \d as the patterns). Each starts with a literal
 # character where it can, which the regex engine scans for quickly; a pattern that must start with
 # a digit class has an ASCII twin ([0-9] is quicker than \d and means the same in ASCII text).
-_ANY_DIGIT = re.compile(r"\d")  # IPs and phones
+_ANY_DIGIT = re.compile(r"\d")  # IPs and phones (in ASCII text, one of "0123456789": see _has_digit)
+# Emails: a local-part character, "@", a domain character.
+_EMAIL_HINT = re.compile(r"@(?<=[A-Za-z0-9._%+-]@)[A-Za-z0-9-]")
 _IPV4_HINT = re.compile(r"\.\d{1,3}\.\d{1,3}\.\d")  # the ".octet.octet.o" of octet.octet.octet.octet
 # IPv6: a full address holds ":group:", a compressed one "::" then a hex digit.
 _IPV6_HINT = re.compile(r":(?::[0-9a-fA-F]|[0-9a-fA-F]{1,4}:)")
@@ -112,6 +114,12 @@ _IPV6_HINT = re.compile(r":(?::[0-9a-fA-F]|[0-9a-fA-F]{1,4}:)")
 _PHONE_HINTS = (re.compile(r"\+\d"), re.compile(r"0[1-9][ .-]\d\d[ .-]\d\d"))
 _PHONE_DIGITS_HINT = re.compile(r"\d\d\d[ .-]?\d\d\d")
 _PHONE_DIGITS_HINT_ASCII = re.compile(r"[0-9][0-9][0-9][ .-]?[0-9][0-9][0-9]")
+
+
+def _has_digit(text: str) -> bool:
+    if text.isascii():  # a substring test per digit is a memchr: quicker than a regex scan
+        return any(d in text for d in "0123456789")
+    return _ANY_DIGIT.search(text) is not None
 
 
 def _may_hold_phone(text: str) -> bool:
@@ -166,17 +174,18 @@ def scrub_text(text: str, counts: Counter | None = None) -> str:
     """``text`` with PII replaced by placeholders; ``counts[kind]`` is incremented per replacement.
 
     Each pattern runs only when the text, as the earlier replacements left it, holds what its every
-    match holds (``://`` for URLs, ``@`` for emails, a digit, then for IPv4 four dotted numbers,
+    match holds (for URLs ``://`` and ``@`` or a secret parameter, for emails ``x@y``, a digit, then for IPv4 four dotted numbers,
     for IPv6 ``::`` or seven colons and a colon-delimited hex group, for phones one of the digit shapes of ``_may_hold_phone``), so
     the result is the same as running every pattern; most turns hold none of it and cost a few
     substring checks.
     """
     counts = counts if counts is not None else Counter()
-    if "://" in text:
+    # a URL is replaced only when it holds user info ("@") or a secret parameter
+    if "://" in text and ("@" in text or _SECRET_PARAM.search(text)):
         text = _URL.sub(_url(counts), text)
-    if "@" in text:
+    if "@" in text and _EMAIL_HINT.search(text):
         text = _EMAIL.sub(_count_and_replace("email", counts), text)
-    if _ANY_DIGIT.search(text) is None:
+    if not _has_digit(text):
         return text
     if text.count(".") >= 3 and _IPV4_HINT.search(text):
         text = _IPV4.sub(_ip(counts), text)

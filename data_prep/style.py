@@ -48,9 +48,9 @@ WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _ASCII_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*")  # WORD_RE on ASCII text, faster
 # A sentence ends at . ! ? or … followed by white space, or at a line break ("3.5" and "a.com" do not end one).
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?…])\s+|\n+")
-# The same split points with the end mark taken too: quicker, and the same first character for
-# every sentence that has one besides that mark (used where only sentence starts matter).
-_SENTENCE_START_SPLIT_RE = re.compile(r"[.!?…]\s+|\n+")
+# Where a sentence's first character is, past white space and opening quotes or brackets: after the
+# text's start or a split point (with the end mark taken too, which changes no sentence's start).
+_SENTENCE_FIRST_RE = re.compile(r"(?:^|[.!?…]\s+|\n+)\s*[\"'“‘(\[]*(?=(.))", re.DOTALL)
 PUNCTUATION_MARKS = ".,!?;:()\"…“”-–—"
 PUNCTUATION_RE = re.compile("[" + re.escape(PUNCTUATION_MARKS) + "]")
 _PICTOGRAPHS = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2B50\u2B55"
@@ -155,9 +155,15 @@ def _casing(text: str, letters: int, capitals: int) -> str:
         return "lower"
     if letters >= th["upper_min_letters"] and capitals / letters >= th["upper_letter_share"]:
         return "upper"
-    pieces = (s.strip() for s in _SENTENCE_START_SPLIT_RE.split(text))  # the sentences, maybe less their end mark
-    firsts = [c for c in (s.lstrip("\"'“‘([")[:1] for s in pieces if s) if c.isalpha()]
-    return "proper" if firsts and all(c.isupper() for c in firsts) else "mixed"
+    # proper: every sentence that starts with a letter (at least one) starts with a capital
+    lettered = False
+    for start in _SENTENCE_FIRST_RE.finditer(text):
+        first = start.group(1)
+        if first.isalpha():
+            if not first.isupper():
+                return "mixed"
+            lettered = True
+    return "proper" if lettered else "mixed"
 
 
 def _capitals_and_letters(text: str) -> tuple[int, int]:
