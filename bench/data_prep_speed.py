@@ -9,7 +9,14 @@ generation timed too):
   ``usersim.data_prep.validate.validate_conversation`` on every conversation;
 - ``usersim_data`` (sizes up to ``--full-max``): the whole ``usersim data`` stage on a wildchat
   source config with ``num_proc=--num-proc`` (dedupe, PII scrub, split, conditioning, per-turn
-  items, Arrow dataset on disk), its imports included.
+  items, Arrow dataset on disk), its imports included;
+- ``usersim_cli``: what a user gets: the ``usersim data --config ...`` command as its own process,
+  interpreter start-up and imports included, on the filters of configs/data/wildchat.yaml (English
+  only, toxic dropped, duplicates dropped, PII scrubbed) with the file as its source and the config's
+  ``num_proc`` (0: one worker per core) unless ``--num-proc`` is given.
+
+``--corpus PATH`` runs on a file of your own instead of the generated ones (e.g. the ShareGPT corpus
+in WildChat layout that bench/sharegpt_as_wildchat.py writes: real users, real turns).
 
 Each run is its own child process; it reports its wall time and its peak RSS: its own
 (``ru_maxrss``) and, for the stage, that of its largest worker process (``RUSAGE_CHILDREN``;
@@ -22,6 +29,9 @@ every run.
 
     .venv/bin/python bench/data_prep_speed.py                          # 10k, 40k, 2 repeats
     .venv/bin/python bench/data_prep_speed.py --sizes 1000000 --repeats 1 --name data_prep_speed_1m
+    .venv/bin/python -m bench.sharegpt_as_wildchat --out bench/data/sharegpt_wildchat.jsonl
+    .venv/bin/python bench/data_prep_speed.py --corpus bench/data/sharegpt_wildchat.jsonl \
+        --contenders plain_json,usersim_cli --repeats 3 --name data_prep_speed_sharegpt
 """
 
 from __future__ import annotations
@@ -102,7 +112,32 @@ def work_usersim_data(path: str, num_proc: int = 2, tree: str | None = None) -> 
             "num_proc": num_proc, "turn_items": sum(summary["turn_items"].values())}
 
 
-WORKERS = {"plain_json": work_plain_json, "adapter_validate": work_adapter_validate, "usersim_data": work_usersim_data}
+def work_usersim_cli(path: str, num_proc: int | None = None, tree: str | None = None) -> dict:
+    """``usersim data --config <wildchat filters, this file>`` as a user runs it: a new process."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "configs/data/wildchat.yaml").read_text())
+    cfg["sources"] = [{"adapter": "wildchat", "path": str(Path(path).resolve()), "name": "wildchat"}]
+    if num_proc is not None:
+        cfg["num_proc"] = num_proc
+    usersim = Path(sys.executable).with_name("usersim")
+    with tempfile.TemporaryDirectory(dir=Path(path).resolve().parent) as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        t0 = time.perf_counter()
+        done = subprocess.run([str(usersim), "data", "--config", str(config), "--output_dir", str(Path(tmp) / "data")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        seconds = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"usersim data failed:\n{done.stderr[-3000:]}")
+        summary = json.loads((Path(tmp) / "data" / "summary.json").read_text())
+    src = next(iter(summary["sources"].values()))
+    return {"read": src["read"], "kept": src["kept"], "quarantined": sum(src["quarantined"].values()),
+            "num_proc": cfg.get("num_proc", 0), "cli_seconds": seconds}
+
+
+WORKERS = {"plain_json": work_plain_json, "adapter_validate": work_adapter_validate, "usersim_data": work_usersim_data,
+           "usersim_cli": work_usersim_cli}
 
 
 def _tree_pss_mb(pid: int) -> float:
@@ -123,11 +158,12 @@ def _tree_pss_mb(pid: int) -> float:
     return total
 
 
-def run_worker(kind: str, path: Path, num_proc: int, sample_s: float = 0.5, tree: str | None = None) -> dict:
+def run_worker(kind: str, path: Path, num_proc: int | None, sample_s: float = 0.5, tree: str | None = None) -> dict:
     """One timed run in a fresh interpreter; the child prints one JSON line with time and RSS, and
     its process tree's memory is sampled every ``sample_s`` (peak summed PSS, where Linux has it)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--path", str(path),
-           "--num-proc", str(num_proc)] + (["--tree", tree] if tree and kind == "usersim_data" else [])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--path", str(path)]
+    cmd += (["--num-proc", str(num_proc)] if num_proc is not None else []) + (
+        ["--tree", tree] if tree and kind == "usersim_data" else [])
     load = os.getloadavg()[0]
     peak_pss = 0.0
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
@@ -164,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="10000,40000", help="comma list of corpus sizes (conversations)")
     p.add_argument("--repeats", type=int, default=2, help="alternating repeats per size")
     p.add_argument("--full-max", type=int, default=10_000_000, help="run the full `usersim data` stage up to this size")
-    p.add_argument("--num-proc", type=int, default=2, help="num_proc of the `usersim data` runs (worker processes)")
+    p.add_argument("--num-proc", type=int, default=None,
+                   help="num_proc of the `usersim data` runs (worker processes; default: 2 for usersim_data, "
+                        "the config's for usersim_cli)")
+    p.add_argument("--corpus", default=None, help="benchmark this WildChat-layout JSONL instead of generated corpora")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-corpora", action="store_true", help="keep generated corpora of >= 300k in bench/data/")
     p.add_argument("--name", default="data_prep_speed", help="result file name (bench/results/<name>.json)")
@@ -177,18 +216,28 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.worker:  # child mode: one run, one JSON line
         t0 = time.perf_counter()
-        kwargs = {"num_proc": args.num_proc, "tree": args.tree} if args.worker == "usersim_data" else {}
+        kwargs = {"num_proc": args.num_proc, "tree": args.tree} if args.worker.startswith("usersim") else {}
+        if args.worker == "usersim_data" and args.num_proc is None:
+            kwargs["num_proc"] = 2
         out = WORKERS[args.worker](args.path, **kwargs)
+        if "cli_seconds" in out:  # the command's own wall time, not this wrapper's
+            out["seconds"] = out.pop("cli_seconds")
         out.update({"seconds": time.perf_counter() - t0, "peak_rss_mb": _rss_mb(),
                     "children_peak_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)})
         print(json.dumps(out))
         return 0
 
     rows, runs, generated = [], {}, {}
-    for n in [int(s) for s in args.sizes.split(",")]:
-        path, gen_seconds = corpus(n, args.seed)
+    sizes = [int(s) for s in args.sizes.split(",")] if not args.corpus else [0]
+    for n in sizes:
+        if args.corpus:
+            path, gen_seconds = Path(args.corpus), None
+            with open(path, "rb") as f:
+                n = sum(1 for line in f if line.strip())
+        else:
+            path, gen_seconds = corpus(n, args.seed)
         generated[str(n)] = gen_seconds
-        kinds = [k for k in args.contenders.split(",") if k != "usersim_data" or n <= args.full_max]
+        kinds = [k for k in args.contenders.split(",") if not k.startswith("usersim") or n <= args.full_max]
         per: dict[str, list[dict]] = {k: [] for k in kinds}
         for r in range(args.repeats):
             for k in kinds:
@@ -202,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         for k, xs in per.items():
             rate = statistics.median(x["read"] / x["seconds"] for x in xs)
             procs = xs[0].get("num_proc", 1)
-            workers = statistics.median(x["children_peak_rss_mb"] for x in xs) if k == "usersim_data" else 0.0
+            workers = statistics.median(x["children_peak_rss_mb"] for x in xs) if k.startswith("usersim") else 0.0
             pss = [x["peak_tree_pss_mb"] for x in xs if x["peak_tree_pss_mb"]]
             rows.append({"conversations": n, "file_mb": round(path.stat().st_size / 1e6), "contender": k,
-                         "num_proc": procs if k == "usersim_data" else 1,
+                         "num_proc": procs if k.startswith("usersim") else 1,
                          "seconds": statistics.median(x["seconds"] for x in xs), "conv_per_s": rate,
                          "vs_plain_json": rate / plain_rate,
                          "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in xs),
@@ -215,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                          "kept": xs[0].get("kept", ""),
                          "quarantined": xs[0].get("quarantined", xs[0].get("bad_json", ""))})
         runs[str(n)] = per
-        if not args.keep_corpora and n >= 300_000:
+        if not args.keep_corpora and not args.corpus and n >= 300_000:
             path.unlink()
     table = format_table(rows, ["conversations", "file_mb", "contender", "num_proc", "seconds", "conv_per_s",
                                 "vs_plain_json", "peak_rss_mb", "worker_peak_rss_mb", "peak_tree_pss_mb",
