@@ -120,13 +120,18 @@ def work_usersim_cli(path: str, num_proc: int | None = None, tree: str | None = 
     cfg["sources"] = [{"adapter": "wildchat", "path": str(Path(path).resolve()), "name": "wildchat"}]
     if num_proc is not None:
         cfg["num_proc"] = num_proc
-    usersim = Path(sys.executable).with_name("usersim")
     with tempfile.TemporaryDirectory(dir=Path(path).resolve().parent) as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(yaml.safe_dump(cfg))
+        argv = ["data", "--config", str(config), "--output_dir", str(Path(tmp) / "data")]
+        cmd = [str(Path(sys.executable).with_name("usersim")), *argv]
+        if tree:  # the same command with the data stage of another checkout
+            cmd = [sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                   "from bench.data_prep_stages import use_tree; use_tree(Path(sys.argv[2])); "
+                   "from usersim.cli import main; sys.argv = ['usersim', *sys.argv[3:]]; main()",
+                   str(REPO), str(Path(tree).resolve()), *argv]
         t0 = time.perf_counter()
-        done = subprocess.run([str(usersim), "data", "--config", str(config), "--output_dir", str(Path(tmp) / "data")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
         seconds = time.perf_counter() - t0
         if done.returncode != 0:
             raise RuntimeError(f"usersim data failed:\n{done.stderr[-3000:]}")
@@ -163,7 +168,7 @@ def run_worker(kind: str, path: Path, num_proc: int | None, sample_s: float = 0.
     its process tree's memory is sampled every ``sample_s`` (peak summed PSS, where Linux has it)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--path", str(path)]
     cmd += (["--num-proc", str(num_proc)] if num_proc is not None else []) + (
-        ["--tree", tree] if tree and kind == "usersim_data" else [])
+        ["--tree", tree] if tree and kind.startswith("usersim") else [])
     load = os.getloadavg()[0]
     peak_pss = 0.0
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
