@@ -174,8 +174,9 @@ def scrub_text(text: str, counts: Counter | None = None) -> str:
     """``text`` with PII replaced by placeholders; ``counts[kind]`` is incremented per replacement.
 
     Each pattern runs only when the text, as the earlier replacements left it, holds what its every
-    match holds (for URLs ``://`` and ``@`` or a secret parameter, for emails ``x@y``, a digit, then for IPv4 four dotted numbers,
-    for IPv6 ``::`` or seven colons and a colon-delimited hex group, for phones one of the digit shapes of ``_may_hold_phone``), so
+    match (or every replaced match) holds: for URLs ``://`` and ``@`` or a secret parameter; for
+    emails ``x@y``; then a digit, and for IPv4 four dotted numbers, for IPv6 ``::`` or seven colons
+    and a colon-delimited hex group, for phones one of the digit shapes of ``_may_hold_phone``. So
     the result is the same as running every pattern; most turns hold none of it and cost a few
     substring checks.
     """
