@@ -146,6 +146,8 @@ def _reference_casing(text: str) -> str:
 
 def test_casing_and_typos_are_their_definitions():
     texts = _fuzz("aAbB .!?…\n\"(“ ", 30000, 4) + _fuzz("sSoOuUrRiI ''w9_", 30000, 5) + _real_texts()
+    # every letter elongated, in both cases and mixed (the triple-letter gate must let each through)
+    texts += [f"so {c * 3} {c.upper() * 3}x {c}{c.upper()}{c}y" for c in "abcdefghijklmnopqrstuvwxyzéß"]
     styles = [style.turn_style(t) for t in texts]
     assert [s.casing for s in styles] == [_reference_casing(t) for t in texts]
     assert [s.typos for s in styles] == [sum(map(style.is_typo, style.WORD_RE.findall(t))) for t in texts]
