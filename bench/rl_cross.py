@@ -34,6 +34,11 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 USERS = ("simulator", "prompted")
 REWARD = {"elicited_after_asking": 1.0}
+# the task the policy is told (its chat view's system message): without it the instruct policy never asks the
+# user about themselves, every episode scores the turn-cost floor and GRPO has no reward variance to learn from
+# (bench/rl_scripted.py shows asking pays against the simulator)
+TASK_SYSTEM = ("You are chatting with someone you want to get to know. Ask them about themselves: their life, "
+               "work, family and interests.")
 
 
 def elicitation_scenarios(data_dir: str, split: str, n: int, seed: int) -> list[Any]:
@@ -56,7 +61,7 @@ def make_config(args: argparse.Namespace, user: str, out_dir: Path) -> Any:
                     policy_model=args.policy, policy_max_new_tokens=args.policy_tokens,
                     user_max_new_tokens=args.user_tokens, rewards=dict(REWARD), max_steps=args.steps,
                     num_generations=args.group, per_device_train_batch_size=args.batch, learning_rate=args.lr,
-                    lora_r=args.lora_r)
+                    lora_r=args.lora_r, policy_system=args.policy_system)
 
 
 def load_users(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,7 +104,7 @@ def evaluate(args: argparse.Namespace, model: Any, tokenizer: Any, user: Any,
 
     rollout = SimulatorRollout(user, scenarios, max_turns=args.max_turns, policy_max_new_tokens=args.policy_tokens,
                                policy_temperature=1.0, user_generation={"max_new_tokens": args.user_tokens},
-                               rewards=dict(REWARD), seed=args.seed)
+                               rewards=dict(REWARD), seed=args.seed, policy_system=args.policy_system)
     plays = [s for s in scenarios for _ in range(args.eval_episodes)]
     seeds = [derive_seed(args.seed, "eval", s.id, k % args.eval_episodes) for k, s in enumerate(plays)]
     infos: list[dict[str, Any]] = []
@@ -160,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--user_tokens", type=int, default=32, help="cap on one user turn")
     p.add_argument("--lr", type=float, default=2e-5, help="GRPO learning rate")
     p.add_argument("--lora_r", type=int, default=0, help="LoRA rank on the policy (0 = full fine-tune)")
+    p.add_argument("--policy_system", default=TASK_SYSTEM,
+                   help="the policy's system message (the task it is told; usersim.rl.config.CHAT_SYSTEM = generic)")
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")

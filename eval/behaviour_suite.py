@@ -18,11 +18,12 @@ from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn
 from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
 from usersim.eval.config import EvalConfig
 from usersim.eval.controllability import controllability_metrics, swapped_conditions
-from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
+from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics, style_mismatch
 from usersim.eval.decoding_choice import sim_end_bias
 from usersim.eval.items import select_items
 from usersim.eval.registry import BASE, HUMAN, SIMULATOR, Metric
 from usersim.eval.simulate import SystemTurns
+from usersim.eval.system_differences import paired_value_difference
 
 HUMAN_B = "human_b"  # the second, disjoint group of held-out humans (the floor of every distance)
 
@@ -120,7 +121,7 @@ def extra_generation_metrics(cfg: EvalConfig, sim: Any, items: list[dict[str, An
 
 
 def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[str, list], cfg: EvalConfig,
-               end_scores: dict[str, list] | None = None):
+               end_chances: dict[str, list] | None = None):
     users = [str(it["user_id"]) for it in items]
     turn_indices = [int(it["turn_index"]) for it in items]
     others = {s: t for s, t in texts.items() if s != HUMAN}
@@ -128,9 +129,34 @@ def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[s
     metrics = behaviour_metrics(texts[HUMAN], others, users, **boot)
     metrics += first_turn_diversity_metrics(texts[HUMAN], others, users, turn_indices, **boot)
     metrics += ending_metrics(ends[HUMAN], {s: e for s, e in ends.items() if s != HUMAN}, users, turn_indices, **boot)
-    fm, fm_plots = failure_mode_metrics(items, texts, ends, end_scores=end_scores, late_turn=cfg.late_turn,
+    fm, fm_plots = failure_mode_metrics(items, texts, ends, end_chances=end_chances, late_turn=cfg.late_turn,
                                         max_turn=cfg.max_turn, **boot)
     return metrics + fm, fm_plots
+
+
+def style_differences(items: list[dict[str, Any]], texts: dict[str, list], baselines: Sequence[str], cfg: EvalConfig
+                      ) -> dict[str, dict[str, Any]]:
+    """Does the simulator follow its style condition better than each baseline? ``{"simulator_minus_<baseline>":
+    {"style_mismatch": paired difference}}`` of the per-item style mismatch on the items where both wrote a turn
+    (< 0: the simulator misses fewer of the requested style buckets), with a CI by user (usersim.eval.system_differences).
+    """
+    users = [str(it["user_id"]) for it in items]
+
+    def mismatch(system: str) -> list[float]:
+        return [float("nan") if t is None else style_mismatch(t, (it["condition"] or {}).get("style"))
+                for it, t in zip(items, texts[system])]
+
+    out: dict[str, dict[str, Any]] = {}
+    if SIMULATOR not in texts:
+        return out
+    sim = mismatch(SIMULATOR)
+    for baseline in baselines:
+        if baseline in texts:
+            diff = paired_value_difference(sim, mismatch(baseline), users, n_permutations=cfg.n_permutations,
+                                           seed=cfg.seed)
+            if diff is not None:
+                out[f"{SIMULATOR}_minus_{baseline}"] = {"style_mismatch": diff}
+    return out
 
 
 def human_floor(cfg: EvalConfig, items: list[dict[str, Any]], pool: list[dict[str, Any]],

@@ -52,7 +52,7 @@ FAILURE_MODES: tuple[FailureMode, ...] = (
     FailureMode("diversity", "lack of diversity", "says much the same thing every time",
                 ("sample_self_similarity", "lexical_diversity_mattr_abs_diff")),
     FailureMode("never_leaves", "never wants to leave", "does not end the conversation when a person would",
-                ("end_rate", "end_f1", "end_auc")),
+                ("end_rate", "end_f1", "end_f1_expected", "end_auc")),
     FailureMode("compliant", "too eager to comply",
                 "goes along when the assistant steers them against their own interest or goal",
                 ("compliance_rate", "direct_question_answer_rate")),

@@ -173,6 +173,19 @@ def end_prf(real: Sequence[bool], predicted: Sequence[bool]) -> tuple[float, flo
     return prec, rec, f1
 
 
+def expected_end_f1(real: Sequence[bool], chances: Sequence[float]) -> float:
+    """F1 of a stochastic end decision that ends item i with probability ``chances[i]``, as the ratio of the
+    expected true ends to the expected predicted plus real ends: 2 sum(q_i y_i) / (sum(q_i) + sum(y_i)).
+
+    One run's end_f1 is a single draw of those decisions; at a few real ends that draw is mostly luck (with
+    9 real ends and an expected 1 true end, F1 = 0 about a third of the time). This is the same quantity
+    without the draw's noise (a ratio of expectations, not the exact expectation of the ratio).
+    """
+    r, q = np.asarray(real, bool), np.asarray(chances, float)
+    denom = float(q.sum() + r.sum())
+    return 2 * float(q[r].sum()) / denom if denom else float("nan")
+
+
 # ---------------------------------------------------------------- metrics over aligned items
 def _rate_metrics(name: str, desc: str, flags: dict[str, list[float]], users: list[str], *, hib: bool | None,
                   n_boot: int, seed: int) -> list[Metric]:
@@ -234,7 +247,7 @@ def failure_mode_metrics(
     texts: dict[str, Sequence[str | None]],
     ends: dict[str, Sequence[bool]],
     *,
-    end_scores: dict[str, Sequence[float | None]] | None = None,
+    end_chances: dict[str, Sequence[float | None]] | None = None,
     late_turn: int = 3,
     max_turn: int = 10,
     n_boot: int = 1000,
@@ -243,8 +256,9 @@ def failure_mode_metrics(
     """Failure-mode metrics and their plot data.
 
     ``texts``/``ends`` map system -> aligned per-item turn text (None when the turn ended the
-    conversation) / end flag; they must include ``human`` (the real turns). ``end_scores``: system ->
-    per-item log end probability of an explicit end decision (None where there was none).
+    conversation) / end flag; they must include ``human`` (the real turns). ``end_chances``: system ->
+    per-item chance that the system's explicit end decision ended there (usersim.engine.end_chance; None
+    where it made none).
     """
     users = [str(it["user_id"]) for it in items]
     tix = np.asarray([int(it["turn_index"]) for it in items])
@@ -313,14 +327,19 @@ def failure_mode_metrics(
 
     # Ending precision / recall / F1.
     real = np.asarray(ends[HUMAN], bool)
-    for s, scores in (end_scores or {}).items():
-        if s == HUMAN or any(v is None for v in scores):
+    for s, chances in (end_chances or {}).items():
+        if s == HUMAN or any(v is None for v in chances):
             continue
-        sc = np.asarray(scores, float)
-        v, lo, hi = bootstrap_by_user(users, lambda ix, sc=sc: end_auc(sc[ix], real[ix]), n_boot=n_boot, seed=seed)
-        metrics.append(Metric("end_auc", s, "failure_mode", v, lo, hi, len(sc), True, None, None,
+        q = np.asarray(chances, float)
+        v, lo, hi = bootstrap_by_user(users, lambda ix, q=q: end_auc(q[ix], real[ix]), n_boot=n_boot, seed=seed)
+        metrics.append(Metric("end_auc", s, "failure_mode", v, lo, hi, len(q), True, None, None,
                               "AUC of the system's end probability at the items where the real user ended "
                               "against the others (0.5 = no idea when people end)"))
+        v, lo, hi = bootstrap_by_user(users, lambda ix, q=q: expected_end_f1(real[ix], q[ix]), n_boot=n_boot,
+                                      seed=seed)
+        metrics.append(Metric("end_f1_expected", s, "failure_mode", v, lo, hi, len(q), True, None, 1.0,
+                              "F1 of the system's end decision against the real ends, expected over its own "
+                              "draws (end_f1 is one draw)"))
     for s, e in ends.items():
         if s == HUMAN:
             continue

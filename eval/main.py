@@ -46,7 +46,7 @@ from usersim.eval.shard import current_shard, merge_rows, merge_turns
 from usersim.eval.simulate import SystemTurns, item_condition
 from usersim.eval.style_features import words
 from usersim.eval.behaviour_suite import (aligned_curves, copy_rate_metrics, extra_generation_metrics, human_floor,
-                                         leaking_items, perplexity_section, statistics)
+                                         leaking_items, perplexity_section, statistics, style_differences)
 from usersim.eval.discrimination_suite import discrimination_section, eval_judges, select_headline_judge
 from usersim.eval.outputs import format_table, json_safe, sample_rows, train_run_info
 from usersim.eval.systems import RESAMPLE, SAME_CAP, generate_all, perplexity_records, perplexity_rows
@@ -174,13 +174,15 @@ def main(cfg: EvalConfig) -> Path:
         if ppl_difference:
             differences.setdefault(f"{SIMULATOR}_minus_{BASE}", {})["heldout_perplexity"] = ppl_difference
     with timed(timings, "statistics"):
-        metrics, fm_plots = statistics(items, compared, ends, cfg, {s: turns[s].end_logprobs for s in systems})
+        metrics, fm_plots = statistics(items, compared, ends, cfg, {s: turns[s].end_chances(sim_end_bias(cfg, sim)) for s in systems})
         floor = human_floor(cfg, items, pool, sim.tokenizer)
         for m in metrics:  # a distance is read against the distance between two groups of humans
             if m.system != HUMAN and m.human_reference == 0.0 and m.name in floor:
                 m.human_reference = floor[m.name]
         registry.extend(metrics)
         registry.extend(copy_rate_metrics(items, compared, cfg))
+        for key, body in style_differences(items, compared, [s for s in systems if s != SIMULATOR], cfg).items():
+            differences.setdefault(key, {}).update(body)
     with timed(timings, "compliance"):
         metrics, compliance = compliance_suite(cfg, sim, items, turns, systems, end_bias=sim_end_bias(cfg, sim),
                                                same_cap=SAME_CAP)

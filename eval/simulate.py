@@ -18,10 +18,11 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from usersim.data_prep.prompt_format import Condition
-from usersim.engine import length_order
+from usersim.engine import end_chance, length_order
 from usersim.simulator import SimulatorTurn, UserSimulator, derive_seed
 
 
@@ -82,6 +83,14 @@ class SystemTurns:
                 capped.append(cap and not capped_at_budget)
                 cut.append(cap and capped_at_budget)
         return SystemTurns(texts, list(self.ends), capped, cut, list(self.end_logprobs))
+
+    def end_chances(self, end_bias: float | None) -> list[float | None]:
+        """Per item, the chance that the explicit end decision (usersim.engine.EndControl) with ``end_bias`` ended
+        there: sigmoid(logit p + end_bias) of the stored end probability p; None where the system made no such
+        decision (no end_bias, or no end probability)."""
+        if end_bias is None or any(lp is None for lp in self.end_logprobs):
+            return [None] * len(self.texts)
+        return end_chance(torch.tensor(self.end_logprobs, dtype=torch.float64), float(end_bias)).tolist()
 
     def compared(self) -> list[str | None]:
         """Texts as the statistics see them: capped and empty turns left out (None)."""

@@ -55,6 +55,16 @@ def paired_accuracy_difference(scores_a: Sequence[float], items_a: Sequence[int]
             "n_users": len(distinct)}
 
 
+def paired_value_difference(values_a: Sequence[float], values_b: Sequence[float], users: Sequence[str], *,
+                            n_permutations: int = 2000, seed: int = 0) -> dict[str, Any] | None:
+    """``mean(a_i - b_i)`` of a per-item value of two systems (aligned by item; NaN = the item does not apply to
+    that system, e.g. a turn that ended the conversation), with the same CI and sign-flip test as the paired
+    accuracies (the module docstring). None when no item has both values."""
+    a, b = np.asarray(values_a, float), np.asarray(values_b, float)
+    both = [i for i in range(len(a)) if np.isfinite(a[i]) and np.isfinite(b[i])]
+    return paired_accuracy_difference(a[both], both, b[both], both, users, n_permutations=n_permutations, seed=seed)
+
+
 def system_differences(results: Mapping[str, tuple[Mapping[str, Any], Sequence[int]]], users: Sequence[str], *,
                        simulator: str, baselines: Sequence[str], n_permutations: int,
                        seed: int) -> dict[str, dict[str, Any]]:

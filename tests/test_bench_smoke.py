@@ -93,3 +93,22 @@ def test_learning_curve_rows_come_from_the_eval_metrics_and_draw(tmp_path):
     write(tmp_path / "curve", rows, {"steps": [72]})
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert json.loads((tmp_path / "curve.json").read_text())["table"] == text
+
+
+def test_ending_slope_fit_recovers_a_known_slope():
+    """bench/ending.py section 4: the logistic fit finds the slope the ends were drawn with, also when the cases
+    are over-sampled (case-control: the slope stays, only the intercept moves)."""
+    import numpy as np
+
+    from bench.ending import log_odds, logistic_fit
+
+    lp = np.log([0.5, 0.1, 0.01])
+    assert np.allclose(log_odds(lp), np.log([1.0, 1 / 9, 1 / 99]))
+    rng = np.random.default_rng(0)
+    x = rng.normal(-3.5, 1.0, 40000)
+    y = (rng.random(x.size) < 1 / (1 + np.exp(-(1.7 * x + 3.0)))).astype(float)
+    a, b = logistic_fit(x, y)
+    assert abs(a - 1.7) < 0.1 and abs(b - 3.0) < 0.3
+    keep = (y == 1) | (rng.random(x.size) < 0.1)  # every case, a tenth of the controls
+    a_cc, b_cc = logistic_fit(x[keep], y[keep])
+    assert abs(a_cc - 1.7) < 0.15 and abs(b_cc - (3.0 + np.log(10))) < 0.4

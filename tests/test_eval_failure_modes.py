@@ -135,3 +135,24 @@ def test_end_auc_known_values():
     # ends at 0.9 and 0.5, others at 0.6 and 0.1: 3 of the 4 (end, other) pairs are ordered right
     assert end_auc([0.9, 0.6, 0.5, 0.1], [True, False, True, False]) == 0.75
     assert np.isnan(end_auc([0.1, 0.2], [False, False]))
+
+
+def test_expected_end_f1_is_the_draws_f1_without_their_noise():
+    from usersim.eval.failure_modes import expected_end_f1
+
+    real = [True, False, True, False, False]
+    # a decision that is certain is its own single draw
+    assert expected_end_f1(real, [1.0, 1.0, 0.0, 0.0, 0.0]) == end_prf(real, [True, True, False, False, False])[2]
+    assert expected_end_f1(real, [0.0] * 5) == 0.0
+    # a stochastic decision at the humans' rate: the ratio of expected true ends to expected predicted + real ends,
+    # checked against many draws (9 real ends of 128 items, chances that favour the real ends, as on a default run)
+    rng = np.random.default_rng(0)
+    real = np.zeros(128, bool)
+    real[:9] = True
+    q = np.where(real, 0.12, 0.04)
+    draws = rng.random((20000, 128)) < q
+    tp, pred = (draws & real).sum(1), draws.sum(1)
+    assert abs(expected_end_f1(real, q) - 2 * tp.mean() / (pred.mean() + real.sum())) < 0.005
+    # and one draw is often 0 there: the reason the expected F1 is reported beside it
+    assert 0.2 < (tp == 0).mean() < 0.5
+    assert np.isnan(expected_end_f1([], []))

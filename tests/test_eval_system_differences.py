@@ -56,3 +56,30 @@ def test_only_items_both_systems_were_paired_on_count_and_every_shared_judge_is_
     assert "not shown to differ" in baselines_sentence(edge, "fast")  # the CI alone does not decide
     assert "not shown to differ" in baselines_sentence({"simulator_minus_prompted": {"paired_accuracy": {
         "value": -0.1, "ci_low": -0.3, "ci_high": 0.1, "p_value": 0.3}}}, "fast")
+
+
+def test_style_mismatch_difference_on_items_both_systems_answered():
+    """eval.behaviour_suite.style_differences: a simulator that writes in the requested style (lower case, short,
+    no punctuation) against a baseline that writes proper, punctuated sentences; ended turns (None) drop out."""
+    from usersim.eval.behaviour_suite import style_differences
+    from usersim.eval.config import EvalConfig
+    from usersim.eval.system_differences import paired_value_difference
+
+    n = 60
+    style = {"casing": "lower", "punctuation": "none", "length": "short"}
+    items = [{"user_id": f"u{i % 20}", "condition": {"style": style}} for i in range(n)]
+    casual = ["yeah i think so", "haha no way", "i love hiking too", "not really sure tbh", "same here honestly"]
+    proper = ["Yes, I think so! What about you?", "No way. That is amazing, honestly.",
+              "I love hiking too; we went last week.", "Not really, I'm not sure. Are you?",
+              "Same here! It has been a long week."]
+    texts = {"simulator": [casual[i % 5] for i in range(n)], "prompted": [proper[i % 5] for i in range(n)],
+             "base": [casual[(i + 1) % 5] for i in range(n)]}
+    texts["simulator"][3] = None  # an end: no turn to read
+    out = style_differences(items, texts, ["prompted", "base"], EvalConfig(n_permutations=500))
+    d = out["simulator_minus_prompted"]["style_mismatch"]
+    assert d["n_pairs"] == n - 1 and d["n_users"] == 20
+    assert d["value"] < -0.5 and d["ci_high"] < 0 and d["p_value"] < 0.01
+    same = out["simulator_minus_base"]["style_mismatch"]  # the same kind of turns: no difference shown
+    assert same["ci_low"] <= 0 <= same["ci_high"]
+    # NaN on either side drops the item; nothing in common gives None
+    assert paired_value_difference([np.nan, 1.0], [0.0, np.nan], ["a", "b"]) is None

@@ -152,6 +152,21 @@ def test_an_instruct_policy_sees_its_chat_template_and_its_tokens_stay_its_own(t
         assert len(text) > len(tokenizer.decode(ep.prompt_ids)) and rendered.startswith(text)
 
 
+def test_the_policy_is_told_its_task_through_the_system_message(tiny_sim, chat_policy):
+    """policy_system (RLConfig, bench/rl_cross.py --policy_system) is the chat view's system message."""
+    from usersim.rl.config import CHAT_SYSTEM
+    from usersim.rl.rollout import policy_format
+
+    model, tokenizer = chat_policy
+    task = "Ask them about their work."
+    assert policy_format(tokenizer).system == CHAT_SYSTEM and policy_format(tokenizer, "auto", task).system == task
+    rollout = SimulatorRollout(tiny_sim, scenarios(), max_turns=1, policy_max_new_tokens=4,
+                               user_generation={"max_new_tokens": 4}, policy_system=task)
+    episodes, infos = rollout.play(model, tokenizer, scenarios()[:1], seeds=[1])
+    prompt = tokenizer.decode(episodes[0].prompt_ids)
+    assert task in prompt and CHAT_SYSTEM not in prompt
+
+
 def test_a_template_that_does_not_extend_conversations_is_refused():
     from transformers import AutoTokenizer  # noqa: F401
 

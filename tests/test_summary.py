@@ -164,7 +164,7 @@ def _names_the_stage_writes() -> set[str]:
     ends = {"human": [i % 4 == 3 for i in range(12)], "simulator": [False] * 12}
     users, tix = [it["user_id"] for it in items], [it["turn_index"] for it in items]
     # the simulator decided its ends explicitly (usersim.engine.EndControl): its end probabilities give end_auc
-    rows = failure_mode_metrics(items, texts, ends, end_scores={"simulator": [-3.0 + 0.1 * i for i in range(12)]},
+    rows = failure_mode_metrics(items, texts, ends, end_chances={"simulator": [0.01 * (i + 1) for i in range(12)]},
                                 n_boot=5)[0]
     rows += sample_diversity_metrics({"simulator": [["a b", "a c"]]}, ["u0"], n_boot=5)
     rows += behaviour_metrics(human, {"simulator": texts["simulator"]}, users, n_boot=5)

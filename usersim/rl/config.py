@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+CHAT_SYSTEM = "You are a helpful assistant."  # the chat view's system message unless policy_system says otherwise
+
 
 @dataclass
 class RLConfig:
@@ -50,6 +52,8 @@ class RLConfig:
     # how the policy sees the conversation: auto = its chat template when its tokenizer has one, else the plain
     # transcript (User: / Assistant: markers); chat | plain force one (usersim.rl.rollout.policy_format)
     policy_format: str = "auto"
+    # the system message of the chat view: the task the policy is told (e.g. to find out about the user); "" = none
+    policy_system: str = CHAT_SYSTEM
     trust_remote_code: bool = False  # let transformers run model code shipped with the policy checkpoint
     dtype: str = "float32"  # float32 | bfloat16 | float16 for the policy's weights
     lora_r: int = 16  # LoRA rank on the policy (0 = train every weight)

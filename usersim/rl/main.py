@@ -87,7 +87,8 @@ def build_trainer(cfg: RLConfig, simulator: Any, scenarios: list[Scenario], out_
         policy_temperature=cfg.policy_temperature, policy_top_p=cfg.policy_top_p, rewards=rewards,
         user_generation={"max_new_tokens": cfg.user_max_new_tokens,
                          **{k: v for k, v in (("temperature", cfg.user_temperature), ("top_p", cfg.user_top_p))
-                            if v is not None}}, seed=cfg.seed, policy_format=cfg.policy_format)
+                            if v is not None}}, seed=cfg.seed, policy_format=cfg.policy_format,
+        policy_system=cfg.policy_system)
     path = policy_path(cfg)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     policy = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype,

@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from usersim.data_prep.prompt_format import ASSISTANT_MARKER, USER_MARKER
+from usersim.rl.config import CHAT_SYSTEM
 from usersim.rl.env import BatchUserSimEnv
 from usersim.rl.rewards import RewardFn
 from usersim.rl.scenarios import Scenario
@@ -88,7 +89,6 @@ class PlainTranscriptFormat:
         return clean_generated_text(self.tokenizer.decode(list(turn_ids), skip_special_tokens=True))
 
 
-CHAT_SYSTEM = "You are a helpful assistant."
 ASSISTANT_OPENS_CUE = "(The user is waiting for you to start the conversation.)"
 _PROBE = ("usersim-probe-user", "usersim-probe-assistant")  # placeholder turns to find the template's pieces
 
@@ -144,13 +144,13 @@ class ChatTemplateFormat:
         return self.tokenizer.decode(list(turn_ids), skip_special_tokens=True).strip()
 
 
-def policy_format(tokenizer: Any, kind: str = "auto") -> Any:
-    """The policy's view: ``plain`` (PlainTranscriptFormat), ``chat`` (ChatTemplateFormat) or ``auto`` (chat when
-    the tokenizer has a chat template)."""
+def policy_format(tokenizer: Any, kind: str = "auto", system: str = CHAT_SYSTEM) -> Any:
+    """The policy's view: ``plain`` (PlainTranscriptFormat), ``chat`` (ChatTemplateFormat, with ``system`` as its
+    system message; "" = none) or ``auto`` (chat when the tokenizer has a chat template)."""
     if kind not in ("auto", "plain", "chat"):
         raise ValueError(f"policy_format must be auto, plain or chat, got {kind!r}")
     if kind == "chat" or (kind == "auto" and getattr(tokenizer, "chat_template", None)):
-        return ChatTemplateFormat(tokenizer)
+        return ChatTemplateFormat(tokenizer, system)
     return PlainTranscriptFormat(tokenizer)
 
 
@@ -205,7 +205,8 @@ class SimulatorRollout:
     ``simulator``: a ``UserSimulator``; ``scenarios``: the scenarios the GRPO dataset's prompts
     name (``prompt`` = scenario id, see :meth:`prompts`); ``max_turns``: assistant messages per
     episode; ``policy_format``: the policy's view (:func:`policy_format`: ``auto`` = its chat template
-    when it has one, else the plain transcript); ``policy_max_new_tokens`` / ``policy_temperature`` / ``policy_top_p``: the policy's
+    when it has one, else the plain transcript); ``policy_system``: the system message of the chat view (the
+    task the policy is told; unused by the plain view); ``policy_max_new_tokens`` / ``policy_temperature`` / ``policy_top_p``: the policy's
     sampling (keep the temperature equal to GRPOConfig's ``temperature``, which TRL uses to score
     the tokens); ``user_generation``: the simulator's sampling; ``rewards``: names with weights or
     ``{name: (function, weight)}`` (see :class:`BatchUserSimEnv`); ``seed``: rollouts are seeded from
@@ -216,7 +217,7 @@ class SimulatorRollout:
                  policy_max_new_tokens: int = 48, policy_temperature: float = 1.0, policy_top_p: float = 1.0,
                  user_generation: Mapping[str, Any] | None = None,
                  rewards: Mapping[str, float] | Mapping[str, tuple[RewardFn, float]] | None = None,
-                 seed: int = 0, policy_format: str = "auto"):
+                 seed: int = 0, policy_format: str = "auto", policy_system: str = CHAT_SYSTEM):
         self.scenarios = {s.id: s for s in scenarios}
         if len(self.scenarios) != len(scenarios):
             raise ValueError("scenario ids must be unique: they are the GRPO prompts")
@@ -227,6 +228,7 @@ class SimulatorRollout:
         self.policy_top_p = float(policy_top_p)
         self.seed = int(seed)
         self.policy_format = policy_format
+        self.policy_system = policy_system
         self.calls = 0
         self.last_stats: dict[str, float] = {}
         self.last_transcripts: list[dict[str, Any]] = []
@@ -258,7 +260,7 @@ class SimulatorRollout:
     def play(self, model: Any, tokenizer: Any, scenarios: Sequence[Scenario],
              seeds: Sequence[int]) -> tuple[list[EpisodeTokens], list[dict[str, Any]]]:
         """Play one episode per (scenario, seed); returns their token sequences and the final env infos."""
-        fmt = policy_format(tokenizer, self.policy_format)
+        fmt = policy_format(tokenizer, self.policy_format, self.policy_system)
         observations, infos = self.env.reset(seeds=seeds, scenarios=scenarios)
         episodes = [EpisodeTokens(prompt_ids=fmt.prompt_ids(obs if info["opener"] == "user" else None),
                                   completion_ids=[], env_mask=[]) for obs, info in zip(observations, infos)]
