@@ -16,7 +16,9 @@ The task is elicitation (the seed's doctor example in miniature): scenarios are 
 condition holds facts they may disclose (``knowledge_discloses``); the reward is
 ``elicited_after_asking`` (usersim.rl.rewards): the share of those facts that come out right after the
 assistant asked for them, minus a small cost per assistant turn. Training scenarios come from
-validation users, evaluation scenarios from test users (no user in both).
+validation users, evaluation scenarios from test users (no user in both). The policy is told the task in
+its chat view's system message (``--policy_system``, default ``TASK_SYSTEM``). bench/rl_scripted.py shows
+what the reward can reach with scripted assistants.
 
 Writes bench/results/rl_cross.json (table, curves, settings, timings) and bench/results/rl_cross.png.
 Sized by flags (steps, scenarios, episodes, turn caps); the defaults are a first CPU-sized guess that has

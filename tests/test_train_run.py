@@ -54,6 +54,27 @@ def test_run_dir_has_every_output_of_the_contract(finished_run):
     assert json.loads((run / "run_info.json").read_text())["seed"] == 0
 
 
+def test_the_adapter_does_not_depend_on_what_the_base_model_step_draws(data_dir, tmp_path, monkeypatch,
+                                                                         finished_run):
+    """A first run on a machine converts the GGUF base (which builds a randomly initialised model, drawing from
+    torch's global RNG) and a later run reuses the converted checkpoint: both must train the same adapter."""
+    import usersim.train.main as train_main
+
+    real = train_main.base_checkpoint
+
+    def converting(*args, **kwargs):
+        out = real(*args, **kwargs)
+        torch.rand(10_000)  # what a conversion's random initialisation draws
+        return out
+
+    monkeypatch.setattr(train_main, "base_checkpoint", converting)
+    run = main(tiny_cfg(data_dir, tmp_path / "converting"))
+    ours, reference = load_file(run / "adapter_model.safetensors"), load_file(finished_run / "adapter_model.safetensors")
+    assert ours.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=0, msg=name)
+
+
 def test_adapter_reloads_onto_recorded_base(finished_run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

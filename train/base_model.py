@@ -184,8 +184,10 @@ def convert_gguf(gguf_path: Path, gguf_sha: str, out_dir: Path, *, source: str, 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     if not keep_chat_template:
         tokenizer.chat_template = None
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-    plain = dequantised_copy(model)
+    with torch.random.fork_rng(devices=[]):  # building the models initialises weights: leave the caller's RNG as it was
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+        plain = dequantised_copy(model)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp, safe_serialization=True)

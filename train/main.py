@@ -137,6 +137,10 @@ def main(cfg: TrainConfig) -> Path:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
+    # The adapter's initial weights, dropout masks and everything after come from the seed alone, not from what the
+    # base-model step drew: a first run on a machine converts the GGUF base, which builds a randomly initialised model
+    # before copying the weights in, and without this the first run trained another model than every later one.
+    set_seed(cfg.seed)
     peft_model = wrap_with_lora(model, cfg.lora)
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     log(f"base {cfg.base_model} ({base_path}), dtype {dtype}, {n_train:,} trainable LoRA parameters")
