@@ -135,7 +135,7 @@ def calibration_slope(sim, ds, test_logps, test_real: np.ndarray, n_cases: int) 
     val = ds["validation_turns"].to_list()
     everyone = select_items(val, 0, 13, 1)
     human_rate = float(np.mean([it["target_is_end"] for it in everyone]))
-    decoding_items = select_items(val, 64, 13, 1)  # usersim decoding's items (seed 0 + 13)
+    decoding_items = select_items(val, 64, 13, 1)  # usersim decoding's items under configs/eval/default.yaml
     ends = [it for it in val if it["target_is_end"]]
     rng = np.random.default_rng(0)
     cases = [ends[i] for i in sorted(rng.choice(len(ends), size=min(n_cases, len(ends)), replace=False))]
@@ -173,8 +173,8 @@ def calibration_slope(sim, ds, test_logps, test_real: np.ndarray, n_cases: int) 
                                   "end_f1_expected": expected_end_f1(test_real, q),
                                   "p_no_true_end": float(np.prod(1 - q[test_real]))}
     return {"validation_human_rate": human_rate, "cases": len(case_lp), "controls": int((~dec_end).sum()),
-            "case_control_auc": end_auc(x.tolist(), (y == 1).tolist()), "slope": a, "slope_ci": np.percentile(boot, [2.5, 97.5]).tolist(),
-            "test": at}
+            "case_control_auc": end_auc(x.tolist(), (y == 1).tolist()), "slope": a,
+            "slope_ci": np.percentile(boot, [2.5, 97.5]).tolist(), "test": at}
 
 
 if __name__ == "__main__":

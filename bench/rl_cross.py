@@ -36,9 +36,8 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 USERS = ("simulator", "prompted")
 REWARD = {"elicited_after_asking": 1.0}
-# the task the policy is told (its chat view's system message): without it the instruct policy never asks the
-# user about themselves, every episode scores the turn-cost floor and GRPO has no reward variance to learn from
-# (bench/rl_scripted.py shows asking pays against the simulator)
+# the task the policy is told (its chat view's system message). Told or not, SmolLM2-135M never asked in a way the
+# reward counts in the runs here (README, "The cross-simulator study"; bench/rl_scripted.py: what asking can earn)
 TASK_SYSTEM = ("You are chatting with someone you want to get to know. Ask them about themselves: their life, "
                "work, family and interests.")
 

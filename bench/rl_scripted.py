@@ -16,9 +16,9 @@ and against the prompted user, with the same per-episode seeds for every script 
 Per script and user: the mean ``elicited_after_asking`` reward with a 95% CI (bootstrap over scenarios),
 the share of the scenario's ``knowledge_discloses`` facts that came out at all (any user turn, the
 opening one included), the share that came out unasked (volunteered: the spoon-feeding the seed warns
-about), and how often the user ended the episode. The humans' own rate is the reference for the users:
-in the held-out conversations themselves, each fact is by construction disclosed somewhere, so "came out"
-is read against the scripts, not against 1.
+about), and how often the user ended the episode. The scripts are read against each other: in the real
+conversations every fact came out somewhere (that is where the condition took it from), so 1 is no
+reference for a 3-turn episode.
 
 Writes bench/results/rl_scripted.json.
 """

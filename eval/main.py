@@ -174,7 +174,8 @@ def main(cfg: EvalConfig) -> Path:
         if ppl_difference:
             differences.setdefault(f"{SIMULATOR}_minus_{BASE}", {})["heldout_perplexity"] = ppl_difference
     with timed(timings, "statistics"):
-        metrics, fm_plots = statistics(items, compared, ends, cfg, {s: turns[s].end_chances(sim_end_bias(cfg, sim)) for s in systems})
+        chances = {s: turns[s].end_chances(sim_end_bias(cfg, sim)) for s in systems}
+        metrics, fm_plots = statistics(items, compared, ends, cfg, chances)
         floor = human_floor(cfg, items, pool, sim.tokenizer)
         for m in metrics:  # a distance is read against the distance between two groups of humans
             if m.system != HUMAN and m.human_reference == 0.0 and m.name in floor:
