@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def log_odds(logps) -> np.ndarray:
-    lp = np.asarray(logps, float)
-    return lp - np.log(-np.expm1(np.minimum(lp, -1e-7)))
+    """logit(p) of log-probabilities, as the end decision reads them (usersim.engine.end_log_odds)."""
+    from usersim.engine import end_log_odds
+
+    return end_log_odds(torch.as_tensor(np.asarray(logps, float))).numpy()
 
 
 def logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:

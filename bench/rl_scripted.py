@@ -42,23 +42,12 @@ SCRIPTS = {
 
 def disclosure(transcript: Any, facts: Sequence[str]) -> tuple[float, float]:
     """(share of facts disclosed in any user turn, share disclosed first in a turn no asking question preceded)."""
-    from usersim.rl.rewards import ELICITED_SHARE, asks_for, content_words
+    from usersim.rl.rewards import fact_disclosures
 
-    words = [w for w in (content_words(f) for f in facts) if w]
-    if not words:
+    found = fact_disclosures(transcript, facts)
+    if not found:
         return float("nan"), float("nan")
-    seen, unasked = [False] * len(words), 0
-    previous = None
-    for turn in transcript.turns:
-        if turn["role"] == "user":
-            said = content_words(turn["text"])
-            question = previous["text"] if previous is not None and previous["role"] == "assistant" else None
-            for i, fact in enumerate(words):
-                if not seen[i] and len(fact & said) >= ELICITED_SHARE * len(fact):
-                    seen[i] = True
-                    unasked += not (question is not None and asks_for(question, fact))
-        previous = turn
-    return sum(seen) / len(words), unasked / len(words)
+    return sum(f is not None for f in found) / len(found), sum(f is False for f in found) / len(found)
 
 
 def play(user: Any, scenarios: list[Any], script: str, args: argparse.Namespace) -> dict[str, Any]:

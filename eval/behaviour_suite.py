@@ -18,7 +18,7 @@ from usersim.eval.behaviour import behaviour_metrics, ending_metrics, first_turn
 from usersim.eval.bootstrap import bootstrap_by_user, bootstrap_mean_by_user
 from usersim.eval.config import EvalConfig
 from usersim.eval.controllability import controllability_metrics, swapped_conditions
-from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics, style_mismatch
+from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
 from usersim.eval.decoding_choice import sim_end_bias
 from usersim.eval.items import select_items
 from usersim.eval.registry import BASE, HUMAN, SIMULATOR, Metric
@@ -134,26 +134,21 @@ def statistics(items: list[dict[str, Any]], texts: dict[str, list], ends: dict[s
     return metrics + fm, fm_plots
 
 
-def style_differences(items: list[dict[str, Any]], texts: dict[str, list], baselines: Sequence[str], cfg: EvalConfig
-                      ) -> dict[str, dict[str, Any]]:
+def style_differences(mismatch: dict[str, Sequence[float]], users: Sequence[str], baselines: Sequence[str],
+                      cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     """Does the simulator follow its style condition better than each baseline? ``{"simulator_minus_<baseline>":
-    {"style_mismatch": paired difference}}`` of the per-item style mismatch on the items where both wrote a turn
-    (< 0: the simulator misses fewer of the requested style buckets), with a CI by user (usersim.eval.system_differences).
+    {"style_mismatch": paired difference}}`` of the per-item style mismatch (``mismatch``: system -> per item, NaN
+    where the system wrote no turn or none was requested; :func:`statistics` returns it) on the items where both
+    have one (< 0: the simulator misses fewer of the requested style buckets), with a CI by user
+    (usersim.eval.system_differences).
     """
-    users = [str(it["user_id"]) for it in items]
-
-    def mismatch(system: str) -> list[float]:
-        return [float("nan") if t is None else style_mismatch(t, (it["condition"] or {}).get("style"))
-                for it, t in zip(items, texts[system])]
-
     out: dict[str, dict[str, Any]] = {}
-    if SIMULATOR not in texts:
+    if SIMULATOR not in mismatch:
         return out
-    sim = mismatch(SIMULATOR)
     for baseline in baselines:
-        if baseline in texts:
-            diff = paired_value_difference(sim, mismatch(baseline), users, n_permutations=cfg.n_permutations,
-                                           seed=cfg.seed)
+        if baseline in mismatch:
+            diff = paired_value_difference(mismatch[SIMULATOR], mismatch[baseline], users,
+                                           n_permutations=cfg.n_permutations, seed=cfg.seed)
             if diff is not None:
                 out[f"{SIMULATOR}_minus_{baseline}"] = {"style_mismatch": diff}
     return out

@@ -178,7 +178,7 @@ def expected_end_f1(real: Sequence[bool], chances: Sequence[float]) -> float:
     expected true ends to the expected predicted plus real ends: 2 sum(q_i y_i) / (sum(q_i) + sum(y_i)).
 
     One run's end_f1 is a single draw of those decisions; at a few real ends that draw is mostly luck (with
-    9 real ends and an expected 1 true end, F1 = 0 about a third of the time). This is the same quantity
+    9 real ends and an expected ~1 true end, F1 = 0 a third of the time or more). This is the same quantity
     without the draw's noise (a ratio of expectations, not the exact expectation of the ratio).
     """
     r, q = np.asarray(real, bool), np.asarray(chances, float)
@@ -253,7 +253,7 @@ def failure_mode_metrics(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> tuple[list[Metric], dict[str, Any]]:
-    """Failure-mode metrics and their plot data.
+    """Failure-mode metrics and their plot data (``style_mismatch``: system -> per-item mismatch, NaN where none).
 
     ``texts``/``ends`` map system -> aligned per-item turn text (None when the turn ended the
     conversation) / end flag; they must include ``human`` (the real turns). ``end_chances``: system ->
@@ -303,8 +303,9 @@ def failure_mode_metrics(
                            for it, t in zip(items, ts)]) for s, ts in texts.items()}
     plots["drift"] = {s: {str(k): v for k, v in curve_by_turn(m, tix, max_turn=max_turn).items()}
                       for s, m in mism.items()}
+    plots["style_mismatch"] = {s: list(m) for s, m in mism.items()}  # per item: the paired differences read it
     metrics += _rate_metrics("style_mismatch", "share of requested style buckets the turn misses",
-                             {s: list(m) for s, m in mism.items()}, users, hib=False, n_boot=n_boot, seed=seed)
+                             plots["style_mismatch"], users, hib=False, n_boot=n_boot, seed=seed)
 
     def drift(m: np.ndarray, ix: np.ndarray) -> float:
         late, early = m[ix][tix[ix] >= late_turn], m[ix][tix[ix] < late_turn]

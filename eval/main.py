@@ -182,7 +182,8 @@ def main(cfg: EvalConfig) -> Path:
                 m.human_reference = floor[m.name]
         registry.extend(metrics)
         registry.extend(copy_rate_metrics(items, compared, cfg))
-        for key, body in style_differences(items, compared, [s for s in systems if s != SIMULATOR], cfg).items():
+        for key, body in style_differences(fm_plots["style_mismatch"], users, [s for s in systems if s != SIMULATOR],
+                                           cfg).items():
             differences.setdefault(key, {}).update(body)
     with timed(timings, "compliance"):
         metrics, compliance = compliance_suite(cfg, sim, items, turns, systems, end_bias=sim_end_bias(cfg, sim),

@@ -59,10 +59,12 @@ def test_only_items_both_systems_were_paired_on_count_and_every_shared_judge_is_
 
 
 def test_style_mismatch_difference_on_items_both_systems_answered():
-    """eval.behaviour_suite.style_differences: a simulator that writes in the requested style (lower case, short,
-    no punctuation) against a baseline that writes proper, punctuated sentences; ended turns (None) drop out."""
+    """eval.behaviour_suite.style_differences on eval.failure_modes.style_mismatch: a simulator that writes in the
+    requested style (lower case, short, no punctuation) against a baseline that writes proper, punctuated
+    sentences; ended turns (None) drop out."""
     from usersim.eval.behaviour_suite import style_differences
     from usersim.eval.config import EvalConfig
+    from usersim.eval.failure_modes import style_mismatch
     from usersim.eval.system_differences import paired_value_difference
 
     n = 60
@@ -75,7 +77,9 @@ def test_style_mismatch_difference_on_items_both_systems_answered():
     texts = {"simulator": [casual[i % 5] for i in range(n)], "prompted": [proper[i % 5] for i in range(n)],
              "base": [casual[(i + 1) % 5] for i in range(n)]}
     texts["simulator"][3] = None  # an end: no turn to read
-    out = style_differences(items, texts, ["prompted", "base"], EvalConfig(n_permutations=500))
+    mismatch = {s: [float("nan") if t is None else style_mismatch(t, style) for t in ts] for s, ts in texts.items()}
+    users = [it["user_id"] for it in items]
+    out = style_differences(mismatch, users, ["prompted", "base"], EvalConfig(n_permutations=500))
     d = out["simulator_minus_prompted"]["style_mismatch"]
     assert d["n_pairs"] == n - 1 and d["n_users"] == 20
     assert d["value"] < -0.5 and d["ci_high"] < 0 and d["p_value"] < 0.01

@@ -120,3 +120,15 @@ def test_resolved_by_name_and_paid_out_by_the_environment():
     assert info["rewards"]["elicited_after_asking"] == pytest.approx(0.5 - 2 * TURN_COST)
     assert reward == pytest.approx(0.46)
     assert combine(info["rewards"], {"elicited_after_asking": 1.0}) == pytest.approx(0.46)
+
+
+def test_fact_disclosures_says_how_each_fact_first_came_out():
+    """The walk elicited_after_asking and bench/rl_scripted.py share: asked (True), volunteered (False), never (None)."""
+    from usersim.rl.rewards import fact_disclosures
+
+    t = transcript(("user", "hi, my two dogs are coming on the hike"),       # volunteered before any question
+                   ("assistant", "Any trouble with your knees on steep bits?"),
+                   ("user", "my knee hurts going down descents"))             # asked, then disclosed
+    assert fact_disclosures(t, PATIENT.condition.knowledge_discloses) == [False, True]
+    assert fact_disclosures(t, ["a red bicycle", "the", ""]) == [None]  # facts without content words are dropped
+    assert fact_disclosures(t, []) == []

@@ -326,11 +326,15 @@ def end_logprobs(model: Any, cache: Any, logits: torch.Tensor, mask: torch.Tenso
     return logp
 
 
+def end_log_odds(logp: torch.Tensor) -> torch.Tensor:
+    """logit(p) for log-probabilities ``logp`` (float64; p is kept below 1)."""
+    logp = logp.double()
+    return logp - torch.log(-torch.expm1(logp.clamp(max=-1e-7)))
+
+
 def end_chance(logp: torch.Tensor, bias: float) -> torch.Tensor:
     """sigmoid(logit(p) + bias) for log-probabilities ``logp``: the chance the end decision ends a row."""
-    logp = logp.double()
-    log_odds = logp - torch.log(-torch.expm1(logp.clamp(max=-1e-7)))
-    return torch.sigmoid(log_odds + float(bias))
+    return torch.sigmoid(end_log_odds(logp) + float(bias))
 
 
 def end_decisions(logp: torch.Tensor, bias: float, sampler: "RowwiseSampler | None") -> list[bool]:

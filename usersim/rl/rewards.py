@@ -147,27 +147,31 @@ def asks_for(assistant_text: str, fact_words: set[str]) -> bool:
     return bool(content_words(assistant_text) & fact_words) or bool(_INVITATION.search(assistant_text.lower()))
 
 
-def elicited_after_asking(transcript: "Transcript", scenario: "Scenario") -> float | None:
-    """Share of ``knowledge_discloses`` facts first disclosed right after being asked for, minus TURN_COST a turn."""
-    facts = [words for words in (content_words(f) for f in scenario.condition.knowledge_discloses) if words]
-    if not facts:
-        return None
-    settled = [False] * len(facts)
-    elicited = 0
+def fact_disclosures(transcript: "Transcript", facts: Sequence[str]) -> list[bool | None]:
+    """How each fact (with content words; the others are dropped) first came out in the user's turns: True =
+    right after the assistant asked for it (:func:`asks_for`), False = unasked (volunteered), None = never."""
+    fact_words = [words for words in (content_words(f) for f in facts) if words]
+    out: list[bool | None] = [None] * len(fact_words)
     previous: dict[str, str] | None = None
     for turn in transcript.turns:
         if turn["role"] == "user":
             said = content_words(turn["text"])
             question = previous["text"] if previous is not None and previous["role"] == "assistant" else None
-            for i, fact in enumerate(facts):
-                if settled[i] or len(fact & said) < ELICITED_SHARE * len(fact):
-                    continue
-                settled[i] = True  # disclosed now: elicited if asked for, else volunteered and gone
-                if question is not None and asks_for(question, fact):
-                    elicited += 1
+            for i, fact in enumerate(fact_words):
+                if out[i] is None and len(fact & said) >= ELICITED_SHARE * len(fact):
+                    out[i] = question is not None and asks_for(question, fact)
         previous = turn
+    return out
+
+
+def elicited_after_asking(transcript: "Transcript", scenario: "Scenario") -> float | None:
+    """Share of ``knowledge_discloses`` facts first disclosed right after being asked for, minus TURN_COST a turn
+    (a fact volunteered unasked is gone: it never counts)."""
+    found = fact_disclosures(transcript, scenario.condition.knowledge_discloses)
+    if not found:
+        return None
     assistant_turns = sum(t["role"] == "assistant" for t in transcript.turns)
-    return elicited / len(facts) - TURN_COST * assistant_turns
+    return sum(f is True for f in found) / len(found) - TURN_COST * assistant_turns
 
 
 REWARDS: dict[str, RewardFn] = {
