@@ -112,3 +112,53 @@ def test_ending_slope_fit_recovers_a_known_slope():
     keep = (y == 1) | (rng.random(x.size) < 0.1)  # every case, a tenth of the controls
     a_cc, b_cc = logistic_fit(x[keep], y[keep])
     assert abs(a_cc - 1.7) < 0.15 and abs(b_cc - (3.0 + np.log(10))) < 0.4
+
+
+def test_condition_use_scores_the_same_tokens_and_finds_a_condition_the_model_reads(tmp_path):
+    """bench/condition_use.py: every counterfactual scores exactly the tokens of the own condition (the
+    cut keeps whole turns that fit); the own condition costs nothing against itself; a tiny model trained
+    on records whose goal names their content gives a swapped goal a positive cost, and the cost is read
+    from the per-conversation sums (known answer on hand-made numbers)."""
+    from bench.condition_use import cost_with_ci, counterfactuals, first_span, opening, score
+    from tiny_run import build_tiny_run, tiny_records
+    from usersim.data_prep.prompt_format import Condition
+    from usersim.simulator import UserSimulator
+
+    assert first_span([-100, 5, 6, -100, 7, -100]) == [-100, 5, 6, -100, -100, -100]
+    assert first_span([-100, -100]) == [-100, -100]
+
+    records = tiny_records()
+    for r, goal in zip(records, ["dogs and walks", "a hike nearby", "cooking pasta"]):
+        r["condition"] = {**r["condition"], "goal": goal}
+    sim = UserSimulator.from_pretrained(build_tiny_run(tmp_path, records=records, train_steps=30))
+    conditions = [Condition.from_row(r["condition"]) for r in records]
+    variants = counterfactuals(conditions, seed=0)
+    assert variants["casing=flip"][0].style["casing"] == "proper" and variants["style=blank"][0].style == {}
+    assert all(v.goal != c.goal for v, c in zip(variants["goal=swapped"], conditions))
+    assert variants["persona=swapped"][0].persona == conditions[1].persona  # all personas equal: a swap, same text
+
+    cut = [opening(r, c, sim.tokenizer, 190) for r, c in zip(records, conditions)]
+    assert [len(c["turns"]) for c in cut] < [len(r["turns"]) for r in records]  # 190 tokens cut the long ones
+    own = score(sim, cut, conditions, batch_size=2)
+    again = score(sim, cut, conditions, batch_size=3)
+    assert [n for _, n in own] == [n for _, n in again] and all(n > 0 for _, n in own)
+    assert all(abs(a - b) < 1e-3 for (a, _), (b, _) in zip(own, again))  # batching does not change a score
+    for name in ("goal=swapped", "style=blank", "casing=flip"):
+        other = score(sim, cut, variants[name], batch_size=2)
+        assert [n for _, n in other] == [n for _, n in own], name  # the same target tokens
+    # the first turn alone, scored on the ids up to its end, equals its share of the whole window's score
+    from usersim.eval.perplexity import Window, record_windows, window_nll
+
+    first = score(sim, cut, conditions, batch_size=2, first_turn_only=True)
+    for i, (row, c) in enumerate(zip(cut, conditions)):
+        (ids, labels), = record_windows({**row, "condition": c.to_row()}, sim.tokenizer, 0)[0]
+        nll, n = window_nll(sim.model, [Window(0, ids, first_span(labels))], sim.tokenizer.pad_token_id)[0]
+        assert first[i][1] == n <= own[i][1] and abs(first[i][0] - nll) < 1e-3
+    assert sum(n for _, n in first) < sum(n for _, n in own)
+    swapped = score(sim, cut, variants["goal=swapped"], batch_size=2)
+    users = [r["user_id"] for r in records]
+    assert cost_with_ci(own, own, users, n_boot=50, seed=0)["millinats_per_token"] == 0.0
+    assert sum(a for a, _ in swapped) > sum(a for a, _ in own)  # the trained model reads its goal
+
+    hand = cost_with_ci([(10.0, 100), (20.0, 100)], [(11.0, 100), None], ["u1", "u2"], n_boot=20, seed=0)
+    assert hand["millinats_per_token"] == 10.0 and hand["n_conversations"] == 1  # 1000 * 1 nat / 100 tokens

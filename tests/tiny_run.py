@@ -57,6 +57,8 @@ def build_tiny_run(tmp_dir: str | Path, records: Sequence[dict[str, Any]] | None
     """Write tmp_dir/base_model and tmp_dir/run (a loadable train run directory); return the run dir."""
     from peft import LoraConfig, get_peft_model
 
+    from usersim.train.base_model import write_base_model_json
+
     torch.manual_seed(seed)
     tmp_dir = Path(tmp_dir)
     records = list(records if records is not None else tiny_records())
@@ -81,6 +83,5 @@ def build_tiny_run(tmp_dir: str | Path, records: Sequence[dict[str, Any]] | None
     peft_model.eval()
     peft_model.save_pretrained(run_dir, safe_serialization=True)
     tokenizer.save_pretrained(run_dir)
-    (run_dir / "base_model.json").write_text(json.dumps({"path": str(base_dir.resolve()), "source": "tiny-random",
-                                                         "sha256": ""}))
+    write_base_model_json(run_dir, base_dir, "tiny-random", "")
     return run_dir
