@@ -3,11 +3,11 @@
     .venv/bin/python -m bench.condition_use --run runs/default/train --data runs/default/data
 
 A simulator that follows a condition gives the real user's turns a higher likelihood under the user's
-own condition than under a counterfactual one. For every held-out conversation (``--split``, never the
-training split) the user turns are scored exactly as eval's perplexity scores them
-(``usersim.eval.perplexity.record_windows``: the same windows, tokens and length policy; by default only
-each conversation's first window, its opening, as ``usersim eval``'s ``perplexity_max_windows`` does), once with the
-conversation's own condition and once per counterfactual:
+own condition than under a counterfactual one. Each sampled held-out conversation (``--split``, never the
+training split) is cut to the whole turns that fit ``--max_seq_len`` tokens with its own condition, and its
+user turns (text + EOS, and the end marker when it is kept: the supervised tokens of training, scored with
+``usersim.eval.perplexity.window_nll``) are scored in one window, once with the own condition and once per
+counterfactual, so every variant scores the very same tokens (checked) and only the header differs:
 
 - ``style=blank``: no style line at all; ``style=swapped``: the style of another held-out conversation
   (a seeded derangement among conversations whose style differs);
@@ -21,7 +21,11 @@ Reported per counterfactual: the extra negative log-likelihood per user token it
 means the model ignores what was changed; > 0 means it reads it. The same for the untuned base (an
 instruction-free LM reading the header as plain text) is the floor the fine-tune has to rise above.
 The statistic is a likelihood, so it needs no sampling, no judge and no end decision: it isolates
-"was the condition learned" from "does the decoding show it".
+"was the condition learned" from "does the decoding show it". ``--first_turn_only`` scores only each
+conversation's first user turn, where no earlier turn of the user shows their style.
+
+The style line in words instead of ``key=value`` codes was tried with this bench at commit 6c046db (and
+reverted): BENCHMARKS.md, "Does the simulator read its condition".
 
 Writes bench/results/condition_use.json (or ``--out``).
 """
@@ -46,13 +50,6 @@ FLIPS = {  # one far bucket per style key (usersim.data_prep.style)
     "emoji": {"none": "some", "some": "none"},
     "typos": {"none": "many", "some": "none", "many": "none"},
 }
-
-
-def style_codes(style: dict[str, str]) -> str:
-    """The style line before 2026-12-06: ``length=short; casing=lower; ...``."""
-    from usersim.data_prep.prompt_format import STYLE_KEYS
-
-    return "; ".join(f"{k}={style[k]}" for k in STYLE_KEYS if style.get(k))
 
 
 def derangement(n: int, rng: random.Random, ok: Callable[[int, int], bool]) -> list[int | None]:
@@ -193,16 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--no-base", dest="base", action="store_false", help="skip the untuned base")
-    p.add_argument("--style_codes", action="store_true",
-                   help="render the style line as the key=value codes used before 2026-12-06 (for adapters trained on them)")
     p.add_argument("--out", default="bench/results/condition_use.json")
     args = p.parse_args(argv)
     runs = args.run or ["runs/default/train"]
 
-    if args.style_codes:  # the old rendering, for this process only
-        from usersim.data_prep import prompt_format
-
-        prompt_format.describe_style = style_codes
     ds = load_from_disk(str(Path(args.data) / "dataset"))[args.split]
     pick = sorted(random.Random(args.seed).sample(range(len(ds)), min(args.conversations, len(ds))))
     records = [ds[i] for i in pick]
@@ -212,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"split": args.split, "conversations": len(records), "users": len(set(users)),
                               "max_seq_len": args.max_seq_len,
-                              "first_turn_only": args.first_turn_only,
-                              "style_line": "codes" if args.style_codes else "words", "seed": args.seed, "models": {}}
+                              "first_turn_only": args.first_turn_only, "seed": args.seed, "models": {}}
     models: list[tuple[str, str, bool]] = [(run, run, True) for run in runs]
     if args.base:
         models.insert(0, ("base (untuned)", runs[0], False))

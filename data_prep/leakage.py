@@ -68,7 +68,7 @@ def shares_span(text: str, reference: AbstractSet[tuple[str, ...]], n: int = LEA
 
 def condition_items(condition: Condition) -> list[str]:
     """The free-text fields of ``condition``: persona, goal, then each knowledge item (empty ones
-    left out). Style is left out: it is fixed bucket words (``STYLE_WORDS``), never a user's words."""
+    left out). Style is left out: it is bucket names (``length=short``), never a user's words."""
     fields = [condition.persona, condition.goal, *condition.knowledge_discloses, *condition.knowledge_asks]
     return [f for f in fields if f]
 

@@ -9,7 +9,7 @@ must be learned::
     Goal: talk about weekend plans
     Knows and may reveal: I have two dogs
     Wants to find out: what is a good hike nearby?
-    Style: writes short messages (under 8 words), all in lowercase, little punctuation, no emoji, a few typos
+    Style: length=short; casing=lower; punctuation=light; emoji=none; typos=some
     [Conversation]
     User: hey<eos>
     Assistant: Hi! How can I help?<eos>
@@ -33,12 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 from usersim.data_prep.schema import ASSISTANT, USER, Turn
-from usersim.data_prep.style import STYLE_THRESHOLDS
 
-# The version of this rendering, recorded in a train run's base_model.json (usersim.train.base_model) and
-# checked when a run is loaded (usersim.run_files.check_prompt_format): 1 wrote the style line as codes
-# (``Style: length=short; casing=lower``), 2 (2026-12-06) writes it in words (describe_style).
-PROMPT_FORMAT = 2
 HEADER = "[Simulated user]\n"
 CONVERSATION_HEADER = "[Conversation]"
 USER_MARKER = "\nUser: "
@@ -84,35 +79,6 @@ class Segment:
     eos: bool = False  # append the tokenizer's EOS after text (same supervision as text)
 
 
-# The words of the style line for each bucket (usersim.data_prep.style defines the buckets; the length
-# words quote its STYLE_THRESHOLDS). Words a base LM has read beside such text, not key=value codes:
-# see describe_style.
-_LENGTH = STYLE_THRESHOLDS["length"]
-STYLE_WORDS: dict[str, dict[str, str]] = {
-    "length": {"short": f"short messages (under {_LENGTH['short_below']:g} words)",
-               "medium": "medium-length messages",
-               "long": f"long messages ({_LENGTH['long_from']:g} words or more)"},
-    "casing": {"lower": "all in lowercase", "proper": "with proper capitalisation",
-               "mixed": "with irregular capitalisation", "upper": "in capital letters"},
-    "punctuation": {"none": "no punctuation", "light": "little punctuation", "heavy": "lots of punctuation"},
-    "emoji": {"none": "no emoji", "some": "some emoji"},
-    "typos": {"none": "no typos", "some": "a few typos", "many": "many typos"},
-}
-
-
-def describe_style(style: dict[str, str]) -> str:
-    """The style line's text: ``writes short messages (under 8 words), all in lowercase, ...``.
-
-    Plain words rather than ``casing=lower`` codes: a teacher-forced test (bench/condition_use.py)
-    found that the 72-step default trained on the code form gave the codes' content no weight at all
-    (flipping one bucket changed the held-out user turns' likelihood by < 1 millinat per token), while
-    it read goal and knowledge; see BENCHMARKS.md, "Does the simulator read its condition". An unknown
-    bucket value is written as ``key value``.
-    """
-    parts = [STYLE_WORDS.get(k, {}).get(style[k], f"{k} {style[k]}") for k in STYLE_KEYS if style.get(k)]
-    return "writes " + ", ".join(parts) if parts else ""
-
-
 def render_condition(condition: Condition) -> str:
     lines = [HEADER.rstrip("\n")]
     if condition.persona:
@@ -123,7 +89,7 @@ def render_condition(condition: Condition) -> str:
         lines.append("Knows and may reveal: " + " | ".join(condition.knowledge_discloses))
     if condition.knowledge_asks:
         lines.append("Wants to find out: " + " | ".join(condition.knowledge_asks))
-    style = describe_style(condition.style)
+    style = "; ".join(f"{k}={condition.style[k]}" for k in STYLE_KEYS if condition.style.get(k))
     if style:
         lines.append(f"Style: {style}")
     lines.append(CONVERSATION_HEADER)

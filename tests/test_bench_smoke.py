@@ -137,8 +137,13 @@ def test_condition_use_scores_the_same_tokens_and_finds_a_condition_the_model_re
     assert all(v.goal != c.goal for v, c in zip(variants["goal=swapped"], conditions))
     assert variants["persona=swapped"][0].persona == conditions[1].persona  # all personas equal: a swap, same text
 
-    cut = [opening(r, c, sim.tokenizer, 190) for r, c in zip(records, conditions)]
-    assert [len(c["turns"]) for c in cut] < [len(r["turns"]) for r in records]  # 190 tokens cut the long ones
+    from usersim.data_prep.prompt_format import tokenize_conversation
+    from usersim.data_prep.schema import Turn
+
+    first3 = [Turn(t["role"], t["text"]) for t in records[0]["turns"][:3]]
+    budget = len(tokenize_conversation(conditions[0], first3, sim.tokenizer).input_ids)  # 3 of its 4 turns fit
+    cut = [opening(r, c, sim.tokenizer, budget) for r, c in zip(records, conditions)]
+    assert len(cut[0]["turns"]) == 3 and not cut[0]["end_of_conversation"] and records[0]["end_of_conversation"]
     own = score(sim, cut, conditions, batch_size=2)
     again = score(sim, cut, conditions, batch_size=3)
     assert [n for _, n in own] == [n for _, n in again] and all(n > 0 for _, n in own)

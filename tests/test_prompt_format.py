@@ -107,7 +107,7 @@ def hand_parts(tokenizer, *, end=True, cue=False):
     """The expected sequence as (ids, supervised) parts, built from literal text, not from the renderer."""
     enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    parts = [([bos] + enc("[Simulated user]\nGoal: chat about pets\nStyle: writes short messages (under 8 words)\n[Conversation]"), False),
+    parts = [([bos] + enc("[Simulated user]\nGoal: chat about pets\nStyle: length=short\n[Conversation]"), False),
              (enc("\nUser: "), False), (enc("hey there") + [eos], not cue),
              (enc("\nAssistant: "), False), (enc("Hi! How can I help?") + [eos], False),
              (enc("\nUser: "), False), (enc("i have two dogs") + [eos], not cue),
@@ -131,7 +131,7 @@ def test_tokenize_conversation_ids_and_labels_exactly(tokenizer):
     assert (seq.input_ids, seq.labels) == flat(parts)
     assert (seq.turns_dropped, seq.tokens_cut, seq.supervised_cut) == (0, 0, 0)
     assert seq.n_supervised == sum(len(p) for p, sup in parts if sup)
-    assert tokenizer.decode(seq.input_ids) == ("<bos>[Simulated user]\nGoal: chat about pets\nStyle: writes short messages (under 8 words)\n"
+    assert tokenizer.decode(seq.input_ids) == ("<bos>[Simulated user]\nGoal: chat about pets\nStyle: length=short\n"
                                                "[Conversation]\nUser: hey there<eos>\nAssistant: Hi! How can I help?<eos>"
                                                "\nUser: i have two dogs<eos>\nAssistant: Sure: walk them daily.<eos>"
                                                "\nUser: [END OF CONVERSATION]<eos>")

@@ -197,9 +197,9 @@ def test_base_model_json_relative_path_and_override(tiny_run_dir, tmp_path):
     moved = tmp_path / "run"
     shutil.copytree(tiny_run_dir, moved)
     shutil.copytree(tiny_run_dir.parent / "base_model", moved / "base_model")
-    (moved / "base_model.json").write_text(json.dumps({"path": "base_model", "source": "tiny", "prompt_format": 2}))
+    (moved / "base_model.json").write_text(json.dumps({"path": "base_model", "source": "tiny"}))
     assert isinstance(UserSimulator.from_pretrained(moved, device="cpu"), UserSimulator)
-    (moved / "base_model.json").write_text(json.dumps({"path": str(tmp_path / "nowhere"), "prompt_format": 2}))
+    (moved / "base_model.json").write_text(json.dumps({"path": str(tmp_path / "nowhere")}))
     with pytest.raises(FileNotFoundError, match="base_model="):
         UserSimulator.from_pretrained(moved, device="cpu")
     assert UserSimulator.from_pretrained(moved, base_model=str(moved / "base_model"), device="cpu").has_adapter
@@ -210,26 +210,6 @@ def test_base_model_json_relative_path_and_override(tiny_run_dir, tmp_path):
     assert UserSimulator.from_pretrained(moved, device="cpu").has_adapter
     (moved / "base_model.json").unlink()
     assert UserSimulator.from_pretrained(moved, device="cpu").has_adapter
-
-
-def test_a_run_trained_on_another_prompt_format_warns(tiny_run_dir, tmp_path):
-    """base_model.json records the prompt format the adapter was trained on; a run from before the style line
-    was written in words (no record: format 1) loads with a warning that says so, the current one silently."""
-    import warnings
-
-    from usersim.data_prep.prompt_format import PROMPT_FORMAT
-
-    assert json.loads((tiny_run_dir / "base_model.json").read_text())["prompt_format"] == PROMPT_FORMAT == 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        UserSimulator.from_pretrained(tiny_run_dir, device="cpu")
-    old = tmp_path / "old"
-    shutil.copytree(tiny_run_dir, old)
-    info = json.loads((old / "base_model.json").read_text())
-    del info["prompt_format"]
-    (old / "base_model.json").write_text(json.dumps(info))
-    with pytest.warns(UserWarning, match="trained on prompt format 1; this usersim renders format 2"):
-        UserSimulator.from_pretrained(old, device="cpu")
 
 
 def test_missing_run_dir_and_offline_repo_fail_clearly(tmp_path):

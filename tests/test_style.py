@@ -153,23 +153,3 @@ def test_condition_and_measurement_agree_on_real_user_turns():
     assert len(turns) >= 500
     for text in turns:
         _check_agreement(text)
-
-
-def test_the_style_line_has_words_for_every_bucket_the_ruler_writes():
-    """The prompt's style line (prompt_format.describe_style) names each bucket in words; every bucket that
-    style_buckets gives real chitchat users has its own words (none falls back to 'key value'), and two
-    different buckets of a key never read the same."""
-    from usersim.data_prep.prompt_format import STYLE_KEYS, STYLE_WORDS, describe_style
-
-    seen = {k: set() for k in STYLE_KEYS}
-    for turns in chitchat_user_turns(400).values():
-        for k, v in style_buckets([t for t, _ in turns]).items():
-            seen[k].add(v)
-    for k in STYLE_KEYS:
-        assert seen[k] <= set(STYLE_WORDS[k]), k
-        assert len(set(STYLE_WORDS[k].values())) == len(STYLE_WORDS[k])
-    assert len(seen["casing"]) >= 3 and len(seen["length"]) == 3  # the real users span the buckets
-    assert describe_style({"length": "short", "casing": "lower", "emoji": ""}) == (
-        "writes short messages (under 8 words), all in lowercase")
-    assert describe_style({}) == ""
-    assert describe_style({"length": "huge"}) == "writes length huge"

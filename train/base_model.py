@@ -26,7 +26,6 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from usersim.data_prep.prompt_format import PROMPT_FORMAT
 from usersim.train.config import TrainConfig
 
 GGUF_DEFAULT = "gemma3-270m-gguf"
@@ -266,6 +265,5 @@ def base_model_sha256(path: str | Path) -> str:
 
 def write_base_model_json(run_dir: str | Path, path: str | Path, source: str, sha256: str) -> Path:
     out = Path(run_dir) / "base_model.json"
-    out.write_text(json.dumps({"path": str(Path(path).resolve()), "source": source, "sha256": sha256,
-                               "prompt_format": PROMPT_FORMAT}, indent=2))
+    out.write_text(json.dumps({"path": str(Path(path).resolve()), "source": source, "sha256": sha256}, indent=2))
     return out

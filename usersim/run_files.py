@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
-from usersim.data_prep.prompt_format import PROMPT_FORMAT
 from usersim.train.config import TrainConfig
 
 DECODING_FILE = "decoding.json"
@@ -31,22 +29,6 @@ def read_decoding(run_dir: str | os.PathLike) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{path}: unknown decoding keys {sorted(unknown)}; known: {list(DECODING_KEYS)}")
     return {k: chosen[k] for k in DECODING_KEYS if k in chosen}
-
-
-def check_prompt_format(run_dir: str | os.PathLike) -> int | None:
-    """The prompt format a run was trained on (base_model.json's ``prompt_format``; 1 when the key is absent,
-    the runs written before it was recorded; None without base_model.json, which says nothing); a warning
-    when it is not the one this usersim renders."""
-    info_file = Path(run_dir) / "base_model.json"
-    if not info_file.is_file():
-        return None
-    version = int(json.loads(info_file.read_text(encoding="utf-8")).get("prompt_format", 1))
-    if version != PROMPT_FORMAT:
-        warnings.warn(f"{run_dir} was trained on prompt format {version}; this usersim renders format "
-                      f"{PROMPT_FORMAT} (usersim.data_prep.prompt_format.PROMPT_FORMAT: the style line differs), "
-                      "so its style condition reads differently than in training: retrain it, or use the usersim "
-                      "version that trained it", stacklevel=3)
-    return version
 
 
 def trained_max_seq_len(run_dir: str | os.PathLike) -> int:

@@ -46,8 +46,8 @@ from usersim.data_prep.prompt_format import (ASSISTANT_MARKER, END_OF_CONVERSATI
 from usersim.data_prep.schema import ROLES, Turn, stable_hash
 from usersim.engine import EndControl, RowwiseSampler, control_token_ids, decode_rows, left_pad
 from usersim.train.config import TrainConfig
-from usersim.run_files import (ADAPTER_FILES, check_prompt_format, download_adapter_repo, read_decoding,
-                               resolve_base_path, trained_max_seq_len)
+from usersim.run_files import (ADAPTER_FILES, download_adapter_repo, read_decoding, resolve_base_path,
+                               trained_max_seq_len)
 from usersim.train.main import resolve_dtype
 
 # Defaults of respond / respond_batch; any key can be overridden through **generation.
@@ -195,7 +195,6 @@ class UserSimulator:
         missing = [f for f in ADAPTER_FILES if not (run_dir / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{run_dir} lacks {missing}: is it a finished `usersim train` run directory?")
-        check_prompt_format(run_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = cls._load_base(resolve_base_path(run_dir, base_model), device, dtype, trust_remote_code)
         with warnings.catch_warnings():  # peft reads a transformers attribute deprecated in v5 (see train/lora.py)
