@@ -21,11 +21,10 @@ from usersim.eval.controllability import controllability_metrics, swapped_condit
 from usersim.eval.failure_modes import failure_mode_metrics, sample_diversity_metrics
 from usersim.eval.decoding_choice import sim_end_bias
 from usersim.eval.items import select_items
-from usersim.eval.registry import BASE, HUMAN, SIMULATOR, Metric
+from usersim.eval.registry import BASE, HUMAN, HUMAN_B, SIMULATOR, Metric
 from usersim.eval.simulate import SystemTurns
 from usersim.eval.system_differences import paired_value_difference
 
-HUMAN_B = "human_b"  # the second, disjoint group of held-out humans (the floor of every distance)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -140,7 +139,10 @@ def style_differences(mismatch: dict[str, Sequence[float]], users: Sequence[str]
     {"style_mismatch": paired difference}}`` of the per-item style mismatch (``mismatch``: system -> per item, NaN
     where the system wrote no turn or none was requested; :func:`statistics` returns it) on the items where both
     have one (< 0: the simulator misses fewer of the requested style buckets), with a CI by user
-    (usersim.eval.system_differences).
+    (usersim.eval.system_differences). With ``human`` among ``baselines`` the difference against the real turn
+    scored leave-one-out (usersim.eval.failure_modes.requested_style) is ``simulator_minus_human``: how much
+    more than another sample of the same person the simulator misses, on the items where the user wrote
+    another turn.
     """
     out: dict[str, dict[str, Any]] = {}
     if SIMULATOR not in mismatch:

@@ -31,7 +31,7 @@ which calibrates the heuristic's own false-positive rate.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -40,7 +40,8 @@ from usersim.data_prep.style import sentences, style_buckets, words
 from usersim.engine import CONTROL_TOKEN
 from usersim.eval.behaviour import distinct_n, mean_pairwise, pairwise_jaccard_matrix
 from usersim.eval.bootstrap import bootstrap_by_user
-from usersim.eval.registry import HUMAN, Metric
+from usersim.eval.items import REFERENCE_STYLE
+from usersim.eval.registry import HUMAN, HUMAN_B, Metric
 from usersim.eval.style_features import content_tokens, is_question_sentence
 
 ASSISTANT_PATTERNS = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
@@ -128,6 +129,23 @@ def style_mismatch(text: str, requested: dict[str, str] | None) -> float:
         return float("nan")
     got = style_buckets([text])
     return sum(got.get(k) != v for k, v in req.items()) / len(req)
+
+
+HUMANS = (HUMAN, HUMAN_B)  # real turns: scored for style against the user's other turns
+
+
+def requested_style(item: Mapping[str, Any], human: bool = False) -> dict[str, str] | None:
+    """The style buckets a turn at ``item`` is scored against: the condition's (what a system was asked for);
+    for a real human turn (``human``) the same keys read from ``item["reference_style"]``, the buckets of the
+    user's *other* turns (usersim.eval.items.add_reference_styles): the condition was computed with this very
+    turn in it, so it would grade the human against their own turn (a one-turn user: mismatch 0 by
+    construction). None (no human value) where the user wrote no other turn. Items without the key (built by
+    hand, not by the eval) grade the human against the condition."""
+    requested = {k: v for k, v in ((item.get("condition") or {}).get("style") or {}).items() if v}
+    if not human or REFERENCE_STYLE not in item:
+        return requested
+    reference = item[REFERENCE_STYLE]
+    return None if reference is None else {k: reference[k] for k in requested if k in reference}
 
 
 def answered_questions(history: Sequence[dict[str, str]]) -> list[str]:
@@ -298,13 +316,14 @@ def failure_mode_metrics(
     metrics += _rate_metrics("disclosure_share", "mean share of knowledge_discloses revealed by the current turn",
                              {s: list(sh) for s, sh in shares.items()}, users, hib=None, n_boot=n_boot, seed=seed)
 
-    # Style mismatch / drift by turn index.
-    mism = {s: np.asarray([float("nan") if t is None else style_mismatch(t, (it["condition"] or {}).get("style"))
+    # Style mismatch / drift by turn index; the human against the style of the user's other turns.
+    mism = {s: np.asarray([float("nan") if t is None else style_mismatch(t, requested_style(it, human=s in HUMANS))
                            for it, t in zip(items, ts)]) for s, ts in texts.items()}
     plots["drift"] = {s: {str(k): v for k, v in curve_by_turn(m, tix, max_turn=max_turn).items()}
                       for s, m in mism.items()}
     plots["style_mismatch"] = {s: list(m) for s, m in mism.items()}  # per item: the paired differences read it
-    metrics += _rate_metrics("style_mismatch", "share of requested style buckets the turn misses",
+    metrics += _rate_metrics("style_mismatch", "share of requested style buckets the turn misses (a human turn: "
+                             "against the buckets of the user's other turns in the conversation, leave-one-out)",
                              plots["style_mismatch"], users, hib=False, n_boot=n_boot, seed=seed)
 
     def drift(m: np.ndarray, ix: np.ndarray) -> float:

@@ -35,6 +35,29 @@ def select_items(items: Sequence[dict[str, Any]], max_items: int, seed: int, per
     return [items[i] for i in sorted(chosen)]
 
 
+REFERENCE_STYLE = "reference_style"  # item key: style buckets of the user's *other* turns in the conversation
+
+
+def add_reference_styles(items: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> None:
+    """Give each per-turn item the style buckets of its user's other turns in the conversation (in place).
+
+    A conversation's ``style`` condition is computed over all of its user's turns, the item's own target
+    included: for a user with one turn it *is* that turn's style, so the real turn matches it by
+    construction. The human reference of style mismatch is therefore the real turn against the buckets of
+    the user's other turns (leave-one-out: another sample of the same human); ``None`` where the user wrote
+    no other turn, and on end items. Items whose conversation is not in ``records`` get ``None``.
+    """
+    from usersim.data_prep.schema import USER
+    from usersim.data_prep.style import style_buckets
+
+    user_turns = {r["id"]: [t["text"] for t in r["turns"] if t["role"] == USER] for r in records}
+    for it in items:
+        turns = user_turns.get(it["conversation_id"])
+        k = int(it["turn_index"])
+        others = [] if turns is None or it.get("target_is_end") else turns[:k] + turns[k + 1:]
+        it[REFERENCE_STYLE] = style_buckets(others) if others else None
+
+
 def other_users_items(data_dir: str, split: str, eval_split: str, purpose: str) -> list[dict[str, Any]]:
     """The per-turn items of ``split`` (e.g. validation) for a choice made before the eval (``purpose``), never
     the eval's own split: a clear error when it is the eval's split or the data run lacks it."""

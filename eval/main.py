@@ -40,7 +40,7 @@ from usersim.eval.config import EvalConfig
 from usersim.eval.compliance_suite import compliance_suite
 from usersim.eval.failure_modes import sample_diversity_metrics
 from usersim.eval.decoding_choice import resolve_decoding, sim_end_bias
-from usersim.eval.items import select_items
+from usersim.eval.items import add_reference_styles, select_items
 from usersim.eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, MetricRegistry
 from usersim.eval.shard import current_shard, merge_rows, merge_turns
 from usersim.eval.simulate import SystemTurns, item_condition
@@ -74,6 +74,8 @@ def load_held_out(cfg: EvalConfig) -> tuple[list[dict[str, Any]], list[dict[str,
         if split not in ds:
             raise KeyError(f"{path} has no split {split!r} (has {list(ds)}); set split=test or validation")
     pool = ds[turns_split].to_list()
+    every_record = ds[cfg.split].to_list()
+    add_reference_styles(pool, every_record)  # the human floor's second group is drawn from the pool too
     items = select_items(pool, cfg.max_items, cfg.seed, cfg.max_items_per_conversation)
     leaks = leaking_items(items)
     if leaks:
@@ -81,7 +83,7 @@ def load_held_out(cfg: EvalConfig) -> tuple[list[dict[str, Any]], list[dict[str,
                          f"turn to be predicted (e.g. {leaks[0]}): the data run predates leak-free conditions; "
                          "re-run `usersim data`")
     convs = {it["conversation_id"] for it in items}
-    records = [r for r in ds[cfg.split].to_list() if r["id"] in convs]
+    records = [r for r in every_record if r["id"] in convs]
     n_users = len({it["user_id"] for it in items})
     if n_users < 4:
         raise ValueError(f"only {n_users} held-out users in the sample: the user-grouped judges need at least 4; "
@@ -182,8 +184,8 @@ def main(cfg: EvalConfig) -> Path:
                 m.human_reference = floor[m.name]
         registry.extend(metrics)
         registry.extend(copy_rate_metrics(items, compared, cfg))
-        for key, body in style_differences(fm_plots["style_mismatch"], users, [s for s in systems if s != SIMULATOR],
-                                           cfg).items():
+        for key, body in style_differences(fm_plots["style_mismatch"], users,
+                                           [s for s in systems if s != SIMULATOR] + [HUMAN], cfg).items():
             differences.setdefault(key, {}).update(body)
     with timed(timings, "compliance"):
         metrics, compliance = compliance_suite(cfg, sim, items, turns, systems, end_bias=sim_end_bias(cfg, sim),

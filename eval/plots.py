@@ -198,7 +198,8 @@ PLOTS: dict[str, tuple[str, str, Callable[[Any], Figure | None]]] = {
                          "a spoon-feeding simulator front-loads.", plot_disclosure_curve),
     "drift": ("Drift by turn index",
               "Share of the condition's style buckets (length, casing, punctuation, emoji, typos) each turn "
-              "misses, by turn index; a curve that rises where the human one stays flat is persona drift.", plot_drift),
+              "misses, by turn index (a real turn against the buckets of the user's other turns); a curve that "
+              "rises where the human one stays flat is persona drift.", plot_drift),
     "roc": ("Discriminator ROC",
             "Real-vs-generated discriminator (n-grams + style features) on held-out users, out of fold. "
             "The diagonal means indistinguishable.", plot_roc),

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 SIMULATOR = "simulator"
 BASE = "base"
 HUMAN = "human"
+HUMAN_B = "human_b"  # the second, disjoint group of held-out humans (the floor of every distance)
 PROMPTED = "prompted"
 INFERENCE_KEYS = ("p_value", "null_low", "null_high", "mde")
 

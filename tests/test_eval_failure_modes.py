@@ -156,3 +156,54 @@ def test_expected_end_f1_is_the_draws_f1_without_their_noise():
     # and one draw is often 0 there: the reason the expected F1 is reported beside it
     assert 0.2 < (tp == 0).mean() < 0.5
     assert np.isnan(expected_end_f1([], []))
+
+
+def test_the_human_style_reference_is_the_users_other_turns():
+    """A conversation's style condition is computed over all of its user's turns, the scored one included.
+    Scored against it, a one-turn user matches by construction; the human row therefore scores each real turn
+    against the buckets of the user's *other* turns (leave-one-out), and a user with no other turn has no human
+    value. Known answers on hand-built conversations; on real chitchat users (all of a user's turns pooled),
+    scoring each turn against the others' buckets misses more than against buckets that include it."""
+    from usersim.data_prep.records import per_turn_items
+    from usersim.data_prep.style import style_buckets
+    from usersim.eval.items import add_reference_styles
+
+    def record(cid, user_turns, end=False):
+        turns = []
+        for t in user_turns:
+            turns += [{"role": "user", "text": t}, {"role": "assistant", "text": "I see."}]
+        return {"id": cid, "user_id": cid, "source": "hand", "turns": turns, "end_of_conversation": end,
+                "condition": {"style": style_buckets(user_turns)}}
+
+    records = [record("lower", ["hey there whats up", "i like dogs a lot", "ok cool"]),
+               record("alone", ["Hello! I Like Dogs."], end=True)]
+    items = [it for r in records for it in per_turn_items(r)]
+    add_reference_styles(items, records)
+    ref = {it["id"]: it["reference_style"] for it in items}
+    assert ref["lower:1"] == style_buckets(["hey there whats up", "ok cool"])
+    assert ref["alone:0"] is None and ref["alone:end"] is None  # no other turn; an end is no turn
+    human = [it["target"] if not it["target_is_end"] else None for it in items]
+    ends = [bool(it["target_is_end"]) for it in items]
+    texts = {"human": human, "simulator": ["Hello! I Like Dogs."] * len(items)}
+    metrics, plots = failure_mode_metrics(items, texts, {"human": ends, "simulator": [False] * len(items)},
+                                          n_boot=50, seed=0)
+    by = {(m.name, m.system): m for m in metrics}
+    assert by[("style_mismatch", "human")].n == 3  # the one-turn user's turn has no reference
+    assert np.isnan(plots["style_mismatch"]["human"][3])
+    # against the condition it would read 0 for the one-turn user: the condition is its own turn's style
+    from usersim.eval.failure_modes import style_mismatch
+    assert style_mismatch("Hello! I Like Dogs.", records[1]["condition"]["style"]) == 0.0
+
+    # real users: leave-one-out against in-sample, per turn of users with several turns
+    from real_turns import chitchat_user_turns
+
+    in_sample, loo = [], []
+    for turns in chitchat_user_turns(300).values():
+        texts_ = [t for t, _ in turns][:6]
+        if len(texts_) < 2:
+            continue
+        whole = style_buckets(texts_)
+        for k, t in enumerate(texts_):
+            in_sample.append(style_mismatch(t, whole))
+            loo.append(style_mismatch(t, style_buckets(texts_[:k] + texts_[k + 1:])))
+    assert len(loo) > 300 and np.mean(loo) > np.mean(in_sample) > 0.1
