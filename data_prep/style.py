@@ -231,7 +231,11 @@ def style_buckets(user_turns: Sequence[str]) -> dict[str, str]:
     """The bucket of every style key (usersim.data_prep.prompt_format.STYLE_KEYS) over ``user_turns``."""
     if isinstance(user_turns, str):  # a str is a sequence of one-character "turns"
         raise TypeError("style_buckets takes a list of turns, got one string; use style_buckets([text])")
-    styles = [turn_style(t) for t in user_turns]
+    return buckets_of([turn_style(t) for t in user_turns])
+
+
+def buckets_of(styles: Sequence[TurnStyle]) -> dict[str, str]:
+    """:func:`style_buckets` from the turns' :func:`turn_style` counts (reuse them across subsets of turns)."""
     return {
         "length": length_bucket(styles),
         "casing": casing_bucket(styles),

@@ -48,14 +48,16 @@ def add_reference_styles(items: Sequence[dict[str, Any]], records: Sequence[dict
     no other turn, and on end items. Items whose conversation is not in ``records`` get ``None``.
     """
     from usersim.data_prep.schema import USER
-    from usersim.data_prep.style import style_buckets
+    from usersim.data_prep.style import buckets_of, turn_style
 
-    user_turns = {r["id"]: [t["text"] for t in r["turns"] if t["role"] == USER] for r in records}
+    needed = {it["conversation_id"] for it in items}
+    styles = {r["id"]: [turn_style(t["text"]) for t in r["turns"] if t["role"] == USER]  # each turn once
+              for r in records if r["id"] in needed}
     for it in items:
-        turns = user_turns.get(it["conversation_id"])
+        turns = styles.get(it["conversation_id"])
         k = int(it["turn_index"])
         others = [] if turns is None or it.get("target_is_end") else turns[:k] + turns[k + 1:]
-        it[REFERENCE_STYLE] = style_buckets(others) if others else None
+        it[REFERENCE_STYLE] = buckets_of(others) if others else None
 
 
 def other_users_items(data_dir: str, split: str, eval_split: str, purpose: str) -> list[dict[str, Any]]:
