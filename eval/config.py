@@ -80,6 +80,11 @@ class EvalConfig:
     diversity_prompts: int = 8  # items sampled several times for sample diversity (0 = skip)
     num_diversity_samples: int = 4  # samples per diversity prompt
     controllability_items: int = 40  # items regenerated with a swapped-in condition (0 = skip)
+    # teacher-forced condition use (usersim.eval.condition_use): held-out conversations whose real user turns are
+    # scored under their own and under counterfactual conditions, for the simulator and the base (0 = skip)
+    condition_use_conversations: int = 0
+    condition_use_max_tokens: int = 320  # each conversation is cut to the whole turns that fit this with its header
+    condition_use_variants: list[str] = field(default_factory=list)  # e.g. [style=swapped, goal=swapped]; [] = all
     # real contexts that each get every compliance probe (usersim.eval.compliance: 6 probes, so 6 replies per
     # context and system); 0 = skip the probes (direct_question_answer_rate is computed either way)
     compliance_contexts: int = 0

@@ -40,6 +40,7 @@ from usersim.eval.config import EvalConfig
 from usersim.eval.compliance_suite import compliance_suite
 from usersim.eval.failure_modes import sample_diversity_metrics
 from usersim.eval.decoding_choice import resolve_decoding, sim_end_bias
+from usersim.eval.condition_use import condition_use_metrics
 from usersim.eval.items import add_reference_styles, select_items
 from usersim.eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, MetricRegistry
 from usersim.eval.shard import current_shard, merge_rows, merge_turns
@@ -163,6 +164,8 @@ def main(cfg: EvalConfig) -> Path:
     ends = {s: turns[s].ends for s in [HUMAN, *systems]}
     with timed(timings, "diversity_and_controllability"):
         registry.extend(extra_generation_metrics(cfg, sim, items, turns))
+        if cfg.condition_use_conversations > 0:
+            registry.extend(condition_use_metrics(cfg, sim, records))
         if RESAMPLE in turns and not (cfg.diversity_prompts > 0 and cfg.num_diversity_samples > 1):
             # two samples per context come free with the null control: the simulator's sample diversity
             both = [i for i, (a, b) in enumerate(zip(compared[SIMULATOR], turns[RESAMPLE].compared())) if a and b]

@@ -123,6 +123,10 @@ def test_eval_end_to_end_with_a_tiny_model_writes_contract_valid_outputs(tmp_pat
     doc = json.loads((out / "metrics.json").read_text())
     validate_metrics_json(doc)
     rows = {(m["name"], m["system"]): m for m in doc["metrics"]}
+    # the smoke profile's teacher-forced condition use: the simulator and the base, per counterfactual
+    cost = rows[("condition_cost_style_swapped", "simulator")]
+    assert ("condition_cost_style_swapped", "base") in rows and cost["group"] == "controllability"
+    assert cost["ci_low"] <= cost["value"] <= cost["ci_high"] and 2 <= cost["n"] <= 4
     for name in ("heldout_perplexity", "paired_accuracy", "paired_accuracy_neural",
                  "turn_length_wasserstein", "knowledge_leak_rate", "assistant_likeness_rate", "end_f1",
                  "disclosure_area_between_curves", "sample_self_similarity", "style_drift"):
