@@ -26,7 +26,6 @@ from usersim.eval.simulate import SystemTurns
 from usersim.eval.system_differences import paired_value_difference
 
 
-
 # ----------------------------------------------------------------------------- pure helpers
 def leaking_items(items: Sequence[dict[str, Any]]) -> list[str]:
     """Ids of items whose condition holds a 4-word span of the very turn to be predicted."""

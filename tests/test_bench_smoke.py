@@ -112,4 +112,3 @@ def test_ending_slope_fit_recovers_a_known_slope():
     keep = (y == 1) | (rng.random(x.size) < 0.1)  # every case, a tenth of the controls
     a_cc, b_cc = logistic_fit(x[keep], y[keep])
     assert abs(a_cc - 1.7) < 0.15 and abs(b_cc - (3.0 + np.log(10))) < 0.4
-

@@ -11,7 +11,6 @@ records, so it is not the identity. Nothing is downloaded; a build takes a few s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
