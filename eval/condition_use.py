@@ -45,6 +45,17 @@ FLIPS = {  # one far bucket per style key (usersim.data_prep.style)
 }
 
 
+VARIANTS = ("style=blank", "style=swapped", *(f"{key}=flip" for key in FLIPS), "goal=swapped", "persona=swapped",
+            "knowledge=swapped")  # every counterfactual, in counterfactuals' order
+
+
+def check_variants(variants: Sequence[str]) -> None:
+    """A clear error for an unknown counterfactual name (before any model work)."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown condition_use variants {unknown}; known: {list(VARIANTS)}")
+
+
 def derangement(n: int, rng: random.Random, ok: Callable[[int, int], bool]) -> list[int | None]:
     """For each i a partner j != i with ok(i, j) (None if none is found in 50 draws); seeded."""
     out: list[int | None] = []
@@ -162,10 +173,8 @@ def condition_costs(sim: Any, records: Sequence[Mapping[str, Any]], *, max_token
     on ``records``; ``variants`` [] = every counterfactual. ``progress(variant, result)`` after each one."""
     users = [str(r["user_id"]) for r in records]
     conditions = [Condition.from_row(r["condition"]) for r in records]
+    check_variants(variants)
     every = counterfactuals(conditions, seed)
-    unknown = set(variants) - set(every)
-    if unknown:
-        raise ValueError(f"unknown condition_use variants {sorted(unknown)}; known: {sorted(every)}")
     cut = [opening(r, c, sim.tokenizer, max_tokens) for r, c in zip(records, conditions)]
     own = score(sim, cut, conditions, batch_size=batch_size, first_turn_only=first_turn_only)
     out: dict[str, Any] = {"nll_per_token_own": round(sum(a for a, _ in own) / max(1, sum(b for _, b in own)), 4)}

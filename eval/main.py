@@ -40,7 +40,7 @@ from usersim.eval.config import EvalConfig
 from usersim.eval.compliance_suite import compliance_suite
 from usersim.eval.failure_modes import sample_diversity_metrics
 from usersim.eval.decoding_choice import resolve_decoding, sim_end_bias
-from usersim.eval.condition_use import condition_use_metrics
+from usersim.eval.condition_use import check_variants, condition_use_metrics
 from usersim.eval.items import add_reference_styles, select_items
 from usersim.eval.registry import BASE, HUMAN, PROMPTED, SIMULATOR, MetricRegistry
 from usersim.eval.shard import current_shard, merge_rows, merge_turns
@@ -100,6 +100,7 @@ def main(cfg: EvalConfig) -> Path:
     torch.manual_seed(cfg.seed)
     from usersim.simulator import UserSimulator
 
+    check_variants(cfg.condition_use_variants)
     out = Path(cfg.output_dir)
     shard = current_shard(cfg.device)
     cfg = dataclasses.replace(cfg, device=shard.device, show_progress=cfg.show_progress and shard.is_main)

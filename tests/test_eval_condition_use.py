@@ -12,8 +12,8 @@ from tiny_run import build_tiny_run, tiny_records  # noqa: E402
 
 from usersim.data_prep.prompt_format import Condition, tokenize_conversation  # noqa: E402
 from usersim.data_prep.schema import Turn  # noqa: E402
-from usersim.eval.condition_use import (condition_costs, condition_use_metrics, cost_with_ci,  # noqa: E402
-                                        counterfactuals, first_span, opening, score)
+from usersim.eval.condition_use import (VARIANTS, condition_costs, condition_use_metrics,  # noqa: E402
+                                        cost_with_ci, counterfactuals, first_span, opening, score)
 from usersim.eval.perplexity import Window, record_windows, window_nll  # noqa: E402
 from usersim.simulator import UserSimulator  # noqa: E402
 
@@ -81,3 +81,14 @@ def test_condition_use_metrics_report_the_simulator_and_the_base(tmp_path):
     assert rows[("condition_cost_goal_swapped", "simulator")].n == 3
     with pytest.raises(ValueError, match="unknown condition_use variants"):
         condition_costs(sim, records, max_tokens=400, seed=0, n_boot=10, variants=["mood=swapped"])
+    assert set(counterfactuals([Condition.from_row(r["condition"]) for r in records], 0)) == set(VARIANTS)
+
+
+def test_eval_refuses_an_unknown_counterfactual_before_any_work(tmp_path):
+    from usersim.eval.config import EvalConfig
+    from usersim.eval.main import main
+
+    with pytest.raises(ValueError, match="unknown condition_use variants"):
+        main(EvalConfig(output_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "missing"),
+                        condition_use_conversations=4, condition_use_variants=["mood=swapped"]))
+    assert not (tmp_path / "out").exists()
