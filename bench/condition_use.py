@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a train run dir (repeatable); the first one's base is also scored untuned")
     p.add_argument("--data", default="runs/default/data")
     p.add_argument("--split", default="test", choices=["validation", "test"])
-    p.add_argument("--conversations", type=int, default=120, help="seeded sample of the split's conversations")
-    p.add_argument("--max_seq_len", type=int, default=448,
+    p.add_argument("--conversations", type=int, default=48, help="seeded sample of the split's conversations")
+    p.add_argument("--max_seq_len", type=int, default=320,
                    help="each conversation is cut to the whole turns that fit this many tokens with its own condition")
     p.add_argument("--first_turn_only", action="store_true",
                    help="score only each conversation's first user turn (no earlier turn of the user shows the style)")
