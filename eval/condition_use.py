@@ -113,10 +113,14 @@ def opening(record: Mapping[str, Any], condition: Any, tokenizer: Any, budget: i
     """
     turns = [Turn(t["role"], t["text"]) for t in record["turns"]]
     end = bool(record.get("end_of_conversation"))
-    n = len(turns)
-    while n > 1 and len(tokenize_conversation(condition, turns[:n], tokenizer,
-                                              end_of_conversation=end and n == len(turns)).input_ids) > budget:
-        n -= 1
+
+    def length(k: int) -> int:
+        return len(tokenize_conversation(condition, turns[:k], tokenizer,
+                                         end_of_conversation=end and k == len(turns)).input_ids)
+
+    n = 1  # grow from the opening (the length grows with k): a few short prefixes, not the whole conversation
+    while n < len(turns) and length(n + 1) <= budget:
+        n += 1
     row = dict(record)
     row["turns"] = list(record["turns"])[:n]
     row["end_of_conversation"] = end and n == len(turns)

@@ -55,9 +55,10 @@ def test_condition_use_scores_the_same_tokens_and_finds_a_condition_the_model_re
         assert first[i][1] == n <= own[i][1] and abs(first[i][0] - nll) < 1e-3
     assert sum(n for _, n in first) < sum(n for _, n in own)
     swapped = score(sim, cut, variants["goal=swapped"], batch_size=2)
-    users = [r["user_id"] for r in records]
-    assert cost_with_ci(own, own, users, n_boot=50, seed=0)["millinats_per_token"] == 0.0
     assert sum(a for a, _ in swapped) > sum(a for a, _ in own)  # the trained model reads its goal
+    cost = cost_with_ci(own, swapped, [r["user_id"] for r in records], n_boot=50, seed=0)
+    expected = 1000 * (sum(a for a, _ in swapped) - sum(a for a, _ in own)) / sum(n for _, n in own)
+    assert cost["millinats_per_token"] == round(expected, 2) > 0 and cost["n_users"] == 3
 
     hand = cost_with_ci([(10.0, 100), (20.0, 100)], [(11.0, 100), None], ["u1", "u2"], n_boot=20, seed=0)
     assert hand["millinats_per_token"] == 10.0 and hand["n_conversations"] == 1  # 1000 * 1 nat / 100 tokens

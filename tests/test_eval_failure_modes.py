@@ -190,8 +190,10 @@ def test_the_human_style_reference_is_the_users_other_turns():
     by = {(m.name, m.system): m for m in metrics}
     assert by[("style_mismatch", "human")].n == 3  # the one-turn user's turn has no reference
     assert np.isnan(plots["style_mismatch"]["human"][3])
-    # against the condition it would read 0 for the one-turn user: the condition is its own turn's style
     from usersim.eval.failure_modes import style_mismatch
+    # "i like dogs a lot" against the others' buckets: only typos missed ("whats" makes theirs 'many'), 1 of 5
+    assert ref["lower:1"]["typos"] == "many" and plots["style_mismatch"]["human"][1] == 0.2
+    # against the condition it would read 0 for the one-turn user: the condition is its own turn's style
     assert style_mismatch("Hello! I Like Dogs.", records[1]["condition"]["style"]) == 0.0
 
     # real users: leave-one-out against in-sample, per turn of users with several turns
